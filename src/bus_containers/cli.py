@@ -1,0 +1,302 @@
+"""The click commands: thin. Each one resolves settings, calls the service, renders.
+
+No HTTP here, and nothing heavy at import time: the host imports this module for every
+`bus` invocation, `--help` included (requests and jwt are imported by the service, late).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import click
+
+from . import __version__
+
+# The contract's exit codes, by meaning (CONTRACT 6).
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OPTION_NAMES = ("api_url", "token_file", "timeout")
+FLAG_NAMES = ("json_output", "debug")
+META_KEY = "bus_containers.group_options"
+
+TOKEN_ON_COMMAND_LINE = (
+    "a literal token is not accepted on the command line (it would end up in shell "
+    "history and process lists). Use --token-file PATH, set $BUS_AI_TOKEN, or run: "
+    'bus auth token --scope "container:read container:run container:delete billing:read"'
+)  # spelled out, not imported from errors: this module stays import-light
+
+
+def _reject_token(ctx, param, value):
+    if value is not None:
+        raise click.UsageError(TOKEN_ON_COMMAND_LINE, ctx=ctx)
+
+
+def common_options(function):
+    """The options that work both before and after the subcommand (CONTRACT 2)."""
+    options = [
+        click.option("--api-url", metavar="URL",
+                     help="API origin, e.g. https://host (the CLI appends /api/v1/containers)."),
+        click.option("--token-file", metavar="PATH", help="Read the bearer token from PATH."),
+        click.option("--timeout", type=float, metavar="SECONDS",
+                     help="Give up after SECONDS (retries and waiting included)."),
+        click.option("--json", "json_output", is_flag=True,
+                     help="Print one JSON document on stdout; errors as JSON on stderr."),
+        click.option("--debug", is_flag=True,
+                     help="Log each request on stderr (token masked); tracebacks on bugs."),
+        click.option("--token", hidden=True, is_flag=False, flag_value="", default=None,
+                     expose_value=False, callback=_reject_token),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _args_ask_for_json(args: list[str]) -> bool:
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+
+
+class ContainersGroup(click.Group):
+    """Shows usage errors as a JSON document when --json was asked for (CONTRACT 5)."""
+
+    def invoke(self, ctx: click.Context):
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not (ctx.params.get("json_output") or _args_ask_for_json(args)):
+                raise
+            from .errors import UsageError
+            from .render import Output
+
+            Output(json=True).error(UsageError(exc.format_message()))
+            ctx.exit(EXIT_USAGE)
+
+
+EPILOG = """\b
+Exit codes: 0 success, 1 server error or unexpected response, 2 usage,
+3 not found, 4 authentication or permission, 5 billing/quota/rate limit,
+124 timeout; `run` exits with the remote command's own code.
+"""
+
+
+@click.group(cls=ContainersGroup, epilog=EPILOG)
+@common_options
+@click.version_option(__version__, "--version", prog_name="bus-containers",
+                      message="%(prog)s %(version)s")
+@click.pass_context
+def containers(ctx: click.Context, **options):
+    """Run short, isolated jobs on the AI Platform container runner."""
+    ctx.meta[META_KEY] = options
+
+
+def execute(ctx: click.Context, command: str, options: dict, action) -> None:
+    """Settings -> client -> action(client, output) -> exit code, with every error mapped.
+
+    `action` returns the exit code (None means 0). Nothing but click's own exits leaves
+    this function, so a host running us never shows a traceback.
+    """
+    from .errors import ContainersError
+    from .render import Output
+
+    group = ctx.meta.get(META_KEY, {})
+    merged = {name: options.get(name) if options.get(name) is not None else group.get(name)
+              for name in OPTION_NAMES}
+    json_output = bool(options.get("json_output") or group.get("json_output"))
+    debug = bool(options.get("debug") or group.get("debug")
+                 or os.environ.get("BUS_DEBUG", "") not in ("", "0"))
+    output = Output(json=json_output)
+    handler = _start_debug_log(debug)
+    token = None
+    code = 0
+    try:
+        from .service import ContainersClient
+        from .settings import resolve
+
+        settings = resolve(command=command, host_obj=ctx.obj, env=os.environ,
+                           api_url=merged["api_url"], token_file=merged["token_file"],
+                           timeout=merged["timeout"], warn=output.warning)
+        token = settings.token
+        output.redact = token
+        client = ContainersClient(settings.api_url, settings.token, timeout=settings.timeout)
+        code = action(client, output) or 0
+    except ContainersError as error:
+        output.error(error)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        output.warning("Interrupted.")
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, like a tool killed by SIGPIPE.
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    except Exception as bug:  # CONTRACT 5: a short message, the traceback only with --debug
+        if debug:
+            import traceback
+
+            output.warning(traceback.format_exc())
+        from .errors import ContainersError as Base
+
+        output.error(Base(f"unexpected error: {type(bug).__name__}: {bug}",
+                          guidance="Run again with --debug for details, and report it.",
+                          code="internal"))
+        code = 1
+    finally:
+        _stop_debug_log(handler)
+    ctx.exit(code)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _start_debug_log(debug: bool):
+    if not debug:
+        return None
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug: %(message)s"))
+    logger = logging.getLogger("bus_containers")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def _stop_debug_log(handler) -> None:
+    if handler is not None:
+        import logging
+
+        logging.getLogger("bus_containers").removeHandler(handler)
+
+
+# -- commands ------------------------------------------------------------------------------
+@containers.command()
+@common_options
+@click.pass_context
+def status(ctx, **options):
+    """Show the runner's state (ready, starting, degraded, ...)."""
+    execute(ctx, "status", options, lambda client, out: out.status(client.status()))
+
+
+def _parse_env(ctx, param, values) -> dict[str, str]:
+    env = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not ENV_NAME.fullmatch(name):
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE with a valid NAME",
+                                     ctx=ctx, param=param)
+        if not sep:  # `--env NAME` takes the local value, as `docker run -e NAME` does
+            if name not in os.environ:
+                raise click.BadParameter(f"{name} is not set locally; use {name}=VALUE",
+                                         ctx=ctx, param=param)
+            value = os.environ[name]
+        env[name] = value
+    return env
+
+
+@containers.command(context_settings={"ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})
+@click.option("--profile", default="codex", show_default=True, help="Runner profile.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
+              help="Environment variable for the command (repeatable).")
+@click.option("--run-timeout", type=click.IntRange(min=1), metavar="SECONDS",
+              help="Server-side limit for the command itself (status timed_out, exit 124).")
+@click.option("--detach", "-d", is_flag=True, help="Print the run id and return at once.")
+@common_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, profile, env, run_timeout, detach, command, **options):
+    """Run COMMAND in a fresh container and print its output.
+
+    \b
+    Example: bus containers run --profile codex -- sh -c 'printf OK'
+    Exit code: the command's own; 124 when it (or --timeout) ran out of time.
+    """
+    def action(client, out):
+        from .service import exit_code_for_run
+
+        if detach:
+            created = client.create_run(list(command), profile=profile, env=env,
+                                        timeout_seconds=run_timeout)
+            if out.json:
+                out.document(created)
+            else:
+                out.run_ids(created["id"])
+            return 0
+        finished = client.run(list(command), profile=profile, env=env,
+                              timeout_seconds=run_timeout,
+                              on_created=lambda created: out.message(
+                                  f"Run {created['id']} (profile "
+                                  f"{created.get('profile', profile)})"))
+        out.run_output(finished)
+        code = exit_code_for_run(finished)
+        if finished.get("output_truncated"):
+            out.message(f"warning: the output of {finished['id']} was truncated by the server")
+        if finished.get("status") != "succeeded":
+            out.message(f"Run {finished['id']} {finished.get('status')} (exit code {code})")
+        return code
+
+    execute(ctx, "run", options, action)
+
+
+@containers.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most N runs.")
+@click.option("--status", "status_filter", metavar="STATUS",
+              help="Only runs in this status (e.g. running, failed).")
+@common_options
+@click.pass_context
+def runs(ctx, limit, status_filter, **options):
+    """List your runs, newest first."""
+    execute(ctx, "runs", options, lambda client, out: out.runs_table(
+        client.list_runs(limit=limit, status=status_filter)))
+
+
+@containers.command()
+@click.argument("run_id")
+@common_options
+@click.pass_context
+def show(ctx, run_id, **options):
+    """Show one run in full."""
+    execute(ctx, "show", options, lambda client, out: out.run_detail(client.get_run(run_id)))
+
+
+@containers.command()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+@common_options
+@click.pass_context
+def delete(ctx, run_ids, **options):
+    """Delete runs (a running one is stopped first)."""
+    def action(client, out):
+        from .errors import RunNotFound
+        from .service import validate_run_id
+
+        for run_id in run_ids:  # all ids checked before the first request
+            validate_run_id(run_id)
+        deleted, not_found = [], []
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                client.delete_run(run_id)
+            except RunNotFound:
+                not_found.append(run_id)
+                out.message(f"Not found: {run_id}")
+                continue
+            deleted.append(run_id)
+            out.message(f"Deleted {run_id}")
+        out.deleted(deleted, not_found)
+        return 3 if not_found else 0
+
+    execute(ctx, "delete", options, action)
+
+
+def main() -> None:
+    """Console script `bus-containers`: the same group, standalone."""
+    containers.main(prog_name="bus-containers")

@@ -1,0 +1,465 @@
+"""`ContainersClient`: the container-runner API (CONTRACT 4) for Python callers and the CLI.
+
+It makes the HTTP calls, retries, polls and paginates; it returns plain data (dicts and
+lists as the server sent them, unknown fields kept) or raises the typed errors of
+`errors.py`. It never prints: requests are logged on the `bus_containers` logger at DEBUG
+level, with the Authorization header masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+
+from . import __version__
+from . import errors as e
+from .settings import API_PATH
+from .token import SCOPE_BY_COMMAND, check_claims, read_claims
+
+log = logging.getLogger("bus_containers")
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+MAX_RETRIES = 3  # 4 attempts in all
+BACKOFF_START = 0.5
+BACKOFF_CAP = 8.0
+RETRY_AFTER_CAP = 30.0
+POLL_START = 0.5
+POLL_CAP = 5.0
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
+PAGE_SIZE = 100
+MAX_BODY_BYTES = 256 * 1024 * 1024  # a run's output can be large; a body past this is refused
+REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId")
+
+# HTTP status -> error class, for well-formed error bodies (CONTRACT 4 error table).
+_ERROR_BY_STATUS = {
+    400: e.InvalidRequest,
+    401: e.AuthError,
+    402: e.BillingRequired,
+    403: e.Forbidden,
+    404: e.RunNotFound,
+    409: e.Conflict,
+    422: e.InvalidRequest,
+}
+
+
+def validate_run_id(run_id: object) -> str:
+    """The id unchanged, or InvalidRunId: nothing else can reach the URL path."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise e.InvalidRunId(
+            f"invalid run id {run_id!r}: ids are letters, digits, '_' and '-' "
+            "(e.g. run_0123abcd), at most 128 characters"
+        )
+    return run_id
+
+
+def is_finished(run: dict) -> bool:
+    """Finished per CONTRACT 4; an unknown status word counts as finished once it has
+    a `finished_at`, so a newer server's final states do not make us poll forever."""
+    status = run.get("status")
+    if status in FINISHED_STATUSES:
+        return True
+    return status not in ("queued", "starting", "running") and bool(run.get("finished_at"))
+
+
+def exit_code_for_run(run: dict) -> int:
+    """The process exit code `run` reports for a finished run (CONTRACT 5)."""
+    if run.get("status") == "timed_out":
+        return 124
+    code = run.get("exit_code")
+    valid = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
+    if run.get("status") == "succeeded":
+        return code if valid else 0
+    # failed, cancelled or an unknown final word: never report success without a code
+    return code if valid and code != 0 else 1
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, min(seconds, RETRY_AFTER_CAP))
+
+
+class _Retryable(Exception):
+    """Internal: an attempt failed in a way worth another try; carries the final error."""
+
+    def __init__(self, error: e.ContainersError, retry_after: float | None = None):
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class ContainersClient:
+    """Client of the container-runner API.
+
+    `api_url` is the origin (`https://host[/prefix]`); `timeout` is the budget in seconds
+    for each public call, retries and polling included.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        timeout: float = 60.0,
+        session=None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        max_retries: int = MAX_RETRIES,
+    ) -> None:
+        self.base_url = api_url.rstrip("/") + API_PATH
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._token = token
+        self._claims: dict | None = None
+        self._session = session
+        self._sleep = sleep
+        self._clock = clock
+
+    def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
+        return f"ContainersClient({self.base_url!r})"
+
+    # -- public API ----------------------------------------------------------------------
+    def status(self) -> dict:
+        return self._call("GET", "/status", scope_of="status", shape=_check_status)
+
+    def create_run(
+        self,
+        command: list[str],
+        *,
+        profile: str = "codex",
+        env: dict[str, str] | None = None,
+        timeout_seconds: int | None = None,
+        wait: float | None = None,
+        deadline: float | None = None,
+    ) -> dict:
+        """POST /runs once (retried with the same Idempotency-Key). Returns the run as the
+        server sent it: finished (201) or not yet (202); see `is_finished`."""
+        body: dict = {"profile": profile, "command": list(command)}
+        if timeout_seconds is not None:
+            body["timeout_seconds"] = timeout_seconds
+        if env:
+            body["env"] = dict(env)
+        deadline = self._deadline(deadline)
+        headers = {"Idempotency-Key": str(uuid.uuid4())}  # one key for every attempt
+        if wait:
+            # Leave a second of the budget to read the answer.
+            seconds = int(min(wait, PREFER_WAIT_CAP, deadline - self._clock() - 1))
+            if seconds > 0:
+                headers["Prefer"] = f"wait={seconds}"
+        return self._call("POST", "/runs", scope_of="run", json_body=body, headers=headers,
+                          deadline=deadline, expect=(201, 202), shape=_check_run)
+
+    def wait_for_run(self, run_id: str, *, deadline: float | None = None,
+                     retry_after: float | None = None) -> dict:
+        """Poll GET /runs/{id} until the run is finished; CommandTimeout at the deadline."""
+        validate_run_id(run_id)
+        deadline = self._deadline(deadline)
+        delay = POLL_START
+        while True:
+            wait = retry_after if retry_after is not None else delay
+            if self._clock() + wait >= deadline:
+                raise self._still_running(run_id)
+            self._sleep(wait)
+            run, retry_after = self._call("GET", f"/runs/{run_id}", scope_of="wait",
+                                          deadline=deadline, shape=_check_run,
+                                          with_retry_after=True)
+            if is_finished(run):
+                return run
+            delay = min(delay * 2, POLL_CAP)
+
+    def run(self, command: list[str], *, profile: str = "codex",
+            env: dict[str, str] | None = None, timeout_seconds: int | None = None,
+            on_created: Callable[[dict], None] | None = None) -> dict:
+        """Create a run and wait for it to finish, all inside `timeout`. `on_created` is
+        called with the run as first returned (e.g. to show its id before waiting)."""
+        deadline = self._deadline(None)
+        run = self.create_run(command, profile=profile, env=env,
+                              timeout_seconds=timeout_seconds, wait=self.timeout,
+                              deadline=deadline)
+        if on_created is not None:
+            on_created(run)
+        if is_finished(run):
+            return run
+        return self.wait_for_run(run["id"], deadline=deadline)
+
+    def get_run(self, run_id: str) -> dict:
+        validate_run_id(run_id)
+        return self._call("GET", f"/runs/{run_id}", scope_of="show", shape=_check_run)
+
+    def iter_runs(self, *, limit: int | None = None, status: str | None = None) -> Iterator[dict]:
+        """The account's runs, newest first, following next_cursor until `limit`."""
+        deadline = self._deadline(None)
+        cursor, seen_cursors, count = None, set(), 0
+        while limit is None or count < limit:
+            page_size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - count)
+            params = {"limit": page_size}
+            if cursor:
+                params["cursor"] = cursor
+            if status:
+                params["status"] = status
+            page = self._call("GET", "/runs", scope_of="runs", params=params,
+                              deadline=deadline, shape=_check_run_page)
+            for run in page["runs"][: None if limit is None else limit - count]:
+                count += 1
+                yield run
+            cursor = page.get("next_cursor")
+            # A server that hands back a cursor it gave before would loop us forever.
+            if not cursor or cursor in seen_cursors or not page["runs"]:
+                return
+            seen_cursors.add(cursor)
+
+    def list_runs(self, *, limit: int | None = None, status: str | None = None) -> list[dict]:
+        return list(self.iter_runs(limit=limit, status=status))
+
+    def delete_run(self, run_id: str) -> None:
+        validate_run_id(run_id)
+        self._call("DELETE", f"/runs/{run_id}", scope_of="delete", expect=(200, 202, 204),
+                   shape=None)
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _deadline(self, deadline: float | None) -> float:
+        return self._clock() + self.timeout if deadline is None else deadline
+
+    def _still_running(self, run_id: str) -> e.CommandTimeout:
+        return e.CommandTimeout(
+            f"run {run_id} did not finish within the timeout of {self.timeout:g} s; "
+            "it keeps running on the server",
+            guidance=f"Check it with: bus containers show {run_id}   "
+                     f"Stop it with: bus containers delete {run_id}",
+            run_id=run_id,
+        )
+
+    def _check_token(self, command: str) -> None:
+        if self._claims is None:
+            self._claims = read_claims(self._token)
+        check_claims(self._claims, SCOPE_BY_COMMAND.get(command))
+
+    def _get_session(self):
+        if self._session is None:
+            import requests  # here, not at module top: `--help` must not import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def _call(self, method, path, *, scope_of, params=None, json_body=None, headers=None,
+              deadline=None, expect=(200,), shape=None, with_retry_after=False):
+        """One API call with retries. Returns the parsed body (and Retry-After if asked)."""
+        self._check_token(scope_of)
+        deadline = self._deadline(deadline)
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, body, retry_after = self._attempt(method, url, params, json_body,
+                                                          headers, deadline, attempt)
+                if status not in expect:
+                    raise _error_for(status, body, url, retry_after,
+                                     run_path=path.startswith("/runs/"))
+                data = None if shape is None else shape(_parse_json(body, status, url), url)
+                return (data, retry_after) if with_retry_after else data
+            except _Retryable as failure:
+                if attempt > self.max_retries:
+                    raise failure.error from None
+                backoff = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
+                delay = failure.retry_after
+                if delay is None:
+                    delay = backoff * (1 - 0.25 * random.random())
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise self._timeout_error(url) from None
+                if delay >= remaining:
+                    failure.error.message += (
+                        f" (gave up after {attempt} attempt(s): the next retry would pass "
+                        f"the timeout of {self.timeout:g} s)")
+                    raise failure.error from None
+                log.debug("retrying %s %s in %.2f s", method, url, delay)
+                self._sleep(delay)
+
+    def _timeout_error(self, url: str) -> e.CommandTimeout:
+        return e.CommandTimeout(f"no answer from {url} within the timeout of {self.timeout:g} s",
+                                guidance="Try again, or raise --timeout.")
+
+    def _attempt(self, method, url, params, json_body, headers, deadline, attempt):
+        """One HTTP exchange: (status, body bytes, retry_after) or _Retryable / ContainersError."""
+        import requests
+
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise self._timeout_error(url)
+        send_headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+            "User-Agent": f"bus-containers/{__version__}",
+        }
+        if headers:
+            send_headers.update(headers)
+        data = None
+        if json_body is not None:
+            data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
+            send_headers["Content-Type"] = "application/json; charset=utf-8"
+        started = time.perf_counter()
+        status: int | str = "-"
+        request_id = None
+        try:
+            response = self._get_session().request(
+                method, url, params=params, data=data, headers=send_headers,
+                timeout=(min(CONNECT_TIMEOUT, remaining), min(READ_TIMEOUT, remaining)),
+                allow_redirects=False,  # the token must never follow a redirect elsewhere
+                stream=True,
+            )
+            with response:
+                status = response.status_code
+                request_id = next((response.headers[h] for h in REQUEST_ID_HEADERS
+                                   if h in response.headers), None)
+                body = _read_body(response, url)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return status, body, retry_after
+        except requests.Timeout:
+            if deadline - self._clock() <= 0.05:
+                raise self._timeout_error(url) from None
+            raise _Retryable(e.ConnectionFailed(f"{url} did not answer in time")) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            raise _Retryable(e.ConnectionFailed(
+                f"cannot reach {url}: {_short_reason(exc)}",
+                guidance="Check the API URL (--api-url) and that the server is running.",
+            )) from None
+        except requests.RequestException as exc:
+            raise e.ConnectionFailed(f"request to {url} failed: {_short_reason(exc)}") from None
+        finally:
+            log.debug("%s %s -> %s in %d ms (attempt %d, request id %s) "
+                      "[Authorization: Bearer ***]", method, url, status,
+                      (time.perf_counter() - started) * 1000, attempt, request_id or "-")
+
+
+def _short_reason(exc: Exception) -> str:
+    """A one-line reason from a requests exception, without the nested repr noise."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    for marker in ("Failed to establish a new connection: ", "Connection aborted.', "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()'\" ")[:200] or type(exc).__name__
+
+
+def _read_body(response, url: str) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=1 << 20):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise e.UnexpectedResponse(
+                f"unexpected response from {url} (HTTP {response.status_code}): the body "
+                f"is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_json(body: bytes, status: int, url: str):
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})") from None
+
+
+def _error_body(body: bytes) -> dict | None:
+    """The `error` object of a well-formed error body, or None."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str) \
+            and isinstance(error.get("message"), str):
+        return error
+    return None
+
+
+def _error_for(status: int, body: bytes, url: str, retry_after: float | None,
+               run_path: bool = True):
+    """The typed error (or _Retryable) for an answer outside the expected statuses."""
+    error = _error_body(body)
+    code = error["code"] if error else None
+    extra = {}
+    if error:
+        extra = {k: error[k] for k in ("guidance", "url") if isinstance(error.get(k), str)}
+    if status >= 500 or (status == 429 and code != "quota_exhausted"):
+        message = error["message"] if error else f"HTTP {status}"
+        if status == 429:
+            failure = e.RateLimited(f"rate limited by {url}: {message}", status=status,
+                                    **extra)
+        else:
+            failure = e.ServerError(f"server error from {url} (HTTP {status}): {message}",
+                                    status=status, **extra)
+        return _Retryable(failure, retry_after)
+    if error is None or status < 400:
+        return e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
+                                    status=status)
+    message = error["message"]
+    if status == 429:
+        return e.QuotaExhausted(message, status=status, **extra)
+    if status == 401:
+        cls = e.TokenExpired if code == "token_expired" else e.AuthError
+        extra.setdefault("guidance", f"Get a new token with: {e.TOKEN_COMMAND}")
+        return cls(message, status=status, code=code, **extra)
+    if status == 403:
+        scope = error.get("scope")
+        if isinstance(scope, str) and scope not in message:
+            message += f" (needs scope '{scope}')"
+        cls = e.MissingScope if code == "insufficient_scope" else e.Forbidden
+        extra.setdefault("guidance", f"Get a token with the right scopes: {e.TOKEN_COMMAND}")
+        return cls(message, status=status, **extra)
+    if status == 404 and not run_path:
+        # Not a run that is missing: the endpoint itself is, so the URL is probably wrong.
+        return e.ApiError(f"{url} was not found (HTTP 404): {message}", status=status,
+                          guidance="Check the API URL (--api-url, $BUS_AI_API_URL).")
+    cls = _ERROR_BY_STATUS.get(status, e.ApiError)
+    return cls(message, status=status, code=code, **extra)
+
+
+def _check_status(data, url: str) -> dict:
+    if not (isinstance(data, dict) and isinstance(data.get("status"), str)):
+        raise e.UnexpectedResponse(f"unexpected response from {url}: not a status object")
+    return data
+
+
+def _check_run(data, url: str) -> dict:
+    if not (isinstance(data, dict) and isinstance(data.get("id"), str)
+            and isinstance(data.get("status"), str)):
+        raise e.UnexpectedResponse(f"unexpected response from {url}: not a run object")
+    return data
+
+
+def _check_run_page(data, url: str) -> dict:
+    runs = data.get("runs") if isinstance(data, dict) else None
+    cursor = data.get("next_cursor") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not (cursor is None or isinstance(cursor, str)):
+        raise e.UnexpectedResponse(f"unexpected response from {url}: not a list of runs")
+    for run in runs:
+        _check_run(run, url)
+    return data

@@ -1,0 +1,181 @@
+"""Where the API origin, the token, the config dir and the timeout come from (CONTRACT 2).
+
+Every precedence rule lives here and nowhere else. The functions take the environment,
+the host's `ctx.obj` and the flags as arguments, so tests can drive every row without
+touching the real process state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import TOKEN_COMMAND, InvalidApiUrl, TokenFileError, TokenMissing, UsageError
+
+# The deployment default: the local emulator's default address (CONTRACT 7, "the embedded
+# default"), so `bus-containers-emulator serve` then `bus-containers status` just works.
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+API_PATH = "/api/v1/containers"
+
+# Seconds. `run` and `wait` follow a remote job, the rest are single calls (plus retries).
+DEFAULT_TIMEOUTS = {
+    "status": 30.0,
+    "runs": 60.0,
+    "show": 30.0,
+    "delete": 60.0,
+    "run": 600.0,
+    "logs": 600.0,
+    "wait": 600.0,
+}
+
+TOKEN_ENV_VARS = ("BUS_AI_TOKEN", "BUS_API_TOKEN")
+API_URL_ENV_VARS = ("BUS_AI_API_URL", "BUS_API_BASE_URL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_url: str
+    timeout: float
+    config_dir: Path
+    token: str = field(repr=False)  # repr=False: never in a traceback or a debug dump
+    token_source: str = ""
+
+
+def host_attr(host_obj: object, name: str) -> object:
+    """The host's context attribute, or None for any ctx.obj that is not a host context."""
+    return getattr(host_obj, name, None) if host_obj is not None else None
+
+
+def resolve_config_dir(host_obj: object, env: Mapping[str, str]) -> Path:
+    from_host = host_attr(host_obj, "config_dir")
+    if isinstance(from_host, (str, os.PathLike)) and str(from_host):
+        return Path(from_host)
+    if env.get("BUS_CONFIG_DIR"):
+        return Path(env["BUS_CONFIG_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("bus"))
+
+
+def resolve_api_url(flag: str | None, env: Mapping[str, str], host_obj: object) -> str:
+    candidates: list[tuple[str, object]] = [("--api-url", flag)]
+    candidates += [(f"${name}", env.get(name)) for name in API_URL_ENV_VARS]
+    candidates.append(("the host's api_url", host_attr(host_obj, "api_url")))
+    for source, value in candidates:
+        if isinstance(value, str) and value.strip():
+            return validate_api_url(value.strip(), source)
+    return DEFAULT_API_URL
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_api_url(value: str, source: str = "--api-url") -> str:
+    """Normalise an API origin (scheme://host[:port][/prefix]) or raise InvalidApiUrl."""
+    appends = f"The CLI appends {API_PATH}/... itself; give only the origin, e.g. https://host."
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidApiUrl(f"{source}: '{value}' is not a valid URL. {appends}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidApiUrl(f"{source}: '{value}' is not an http(s) URL. {appends}")
+    if parts.username or parts.password:
+        raise InvalidApiUrl(f"{source}: credentials do not belong in the URL; use a token file.")
+    if parts.query or parts.fragment:
+        raise InvalidApiUrl(f"{source}: '{value}' has a query or fragment. {appends}")
+    path = parts.path.rstrip("/")
+    if path.endswith(API_PATH):
+        raise InvalidApiUrl(f"{source}: '{value}' already ends in {API_PATH}. {appends}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise InvalidApiUrl(
+            f"{source}: '{value}' uses plain http:// to a non-loopback host; a bearer token "
+            "is never sent in clear text. Use https://, or http:// only for localhost."
+        )
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def resolve_timeout(flag: float | None, command: str) -> float:
+    if flag is None:
+        return DEFAULT_TIMEOUTS.get(command, 60.0)
+    if not isinstance(flag, (int, float)) or not math.isfinite(flag) or flag <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {flag!r}")
+    return float(flag)
+
+
+def _read_token_file(path: Path, warn: Callable[[str], None]) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+        raise TokenFileError(
+            f"cannot read the token file {path}: {reason}",
+            guidance=f"Get a token with: {TOKEN_COMMAND}",
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Like ssh: a warning, not a failure; the user may be on a shared machine on purpose.
+        warn(f"warning: token file {path} is accessible by others; run: chmod 600 {path}")
+    return text.strip()
+
+
+def resolve_token(
+    token_file: str | os.PathLike | None,
+    env: Mapping[str, str],
+    config_dir: Path,
+    warn: Callable[[str], None],
+) -> tuple[str, str]:
+    """(token, where it came from). Raises TokenFileError / TokenMissing (exit 4)."""
+    if token_file is not None:
+        path = Path(token_file)
+        token = _read_token_file(path, warn)
+        if not token:
+            raise TokenFileError(f"the token file {path} is empty",
+                                 guidance=f"Get a token with: {TOKEN_COMMAND}")
+        return token, str(path)
+    for name in TOKEN_ENV_VARS:
+        value = (env.get(name) or "").strip()
+        if value:
+            return value, f"${name}"
+    default = config_dir / "auth" / "api-token"
+    if default.exists():
+        token = _read_token_file(default, warn)
+        if token:
+            return token, str(default)
+    raise TokenMissing(
+        "no API token found (looked at --token-file, $BUS_AI_TOKEN, $BUS_API_TOKEN and "
+        f"{default})",
+        guidance=f"Get one with: {TOKEN_COMMAND}",
+    )
+
+
+def resolve(
+    *,
+    command: str,
+    host_obj: object,
+    env: Mapping[str, str],
+    api_url: str | None = None,
+    token_file: str | None = None,
+    timeout: float | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> Settings:
+    """All settings for one command, in the order usage errors (2) before auth errors (4)."""
+    origin = resolve_api_url(api_url, env, host_obj)
+    seconds = resolve_timeout(timeout, command)
+    config_dir = resolve_config_dir(host_obj, env)
+    token, source = resolve_token(token_file, env, config_dir, warn)
+    return Settings(api_url=origin, timeout=seconds, config_dir=config_dir, token=token,
+                    token_source=source)

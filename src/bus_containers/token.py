@@ -1,0 +1,82 @@
+"""Reading the bearer token's claims, WITHOUT verifying it (CONTRACT 3).
+
+Only the server can verify the signature; the client reads the claims to fail early with
+a precise message (expired, missing scope) instead of a bare 401/403 from the server.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from .errors import TOKEN_COMMAND, MissingScope, NotAJwt, TokenExpired
+
+# A token that expired less than this long ago is still sent: clocks drift.
+EXPIRY_LEEWAY_SECONDS = 30
+
+SCOPE_BY_COMMAND = {
+    "status": "container:read",
+    "runs": "container:read",
+    "show": "container:read",
+    "logs": "container:read",
+    "wait": "container:read",
+    "run": "container:run",
+    "delete": "container:delete",
+}
+
+
+def read_claims(token: str) -> dict:
+    """The token's payload as a dict, or NotAJwt. The token never appears in the message."""
+    import jwt  # imported here: `bus --help` must not pay for it
+
+    if token.count(".") != 2:
+        raise NotAJwt(
+            "the token is not a JWT (expected three dot-separated parts)",
+            guidance=f"Get a new one with: {TOKEN_COMMAND}",
+        )
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except Exception as exc:  # PyJWT raises several types; all mean "not a JWT"
+        raise NotAJwt(
+            f"the token is not a JWT ({type(exc).__name__})",
+            guidance=f"Get a new one with: {TOKEN_COMMAND}",
+        ) from None
+    if not isinstance(claims, dict):
+        raise NotAJwt("the token is not a JWT (its payload is not a JSON object)")
+    return claims
+
+
+def token_scopes(claims: dict) -> set[str] | None:
+    """The granted scopes, or None when the token carries neither `scope` nor `scp`."""
+    if isinstance(claims.get("scope"), str):
+        return set(claims["scope"].split())
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        return {s for s in scp if isinstance(s, str)}
+    if isinstance(scp, str):
+        return set(scp.split())
+    return None
+
+
+def check_claims(claims: dict, scope: str | None, now: float | None = None) -> None:
+    """Raise TokenExpired or MissingScope when the claims already say the server will refuse."""
+    now = time.time() if now is None else now
+    exp = claims.get("exp")
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+        if exp + EXPIRY_LEEWAY_SECONDS < now:
+            try:
+                when = datetime.fromtimestamp(exp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            except (OverflowError, OSError, ValueError):
+                when = "long ago"
+            raise TokenExpired(
+                f"the token expired at {when}",
+                guidance=f"Get a new one with: {TOKEN_COMMAND}",
+            )
+    if scope is None:
+        return
+    granted = token_scopes(claims)
+    if granted is not None and scope not in granted:
+        raise MissingScope(
+            f"the token lacks the scope '{scope}' this command needs",
+            guidance=f"Get a token with it: {TOKEN_COMMAND}",
+        )
