@@ -34,6 +34,9 @@ class ContainersError(Exception):
         if code:
             self.code = code
 
+    def __str__(self) -> str:  # `message` may be completed after raising (retries)
+        return self.message
+
     def to_dict(self) -> dict:
         error = {"code": self.code, "message": self.message, "exit_code": self.exit_code}
         if self.guidance:

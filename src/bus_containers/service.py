@@ -33,6 +33,7 @@ BACKOFF_CAP = 8.0
 RETRY_AFTER_CAP = 30.0
 POLL_START = 0.5
 POLL_CAP = 5.0
+POLL_MIN = 0.5  # a poll's Retry-After below this (e.g. 0) is raised to it
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
@@ -158,6 +159,12 @@ class ContainersClient:
     ) -> dict:
         """POST /runs once (retried with the same Idempotency-Key). Returns the run as the
         server sent it: finished (201) or not yet (202); see `is_finished`."""
+        return self._create_run(command, profile=profile, env=env,
+                                timeout_seconds=timeout_seconds, wait=wait,
+                                deadline=deadline)[0]
+
+    def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline):
+        """create_run, plus the answer's Retry-After (the first poll's delay after a 202)."""
         body: dict = {"profile": profile, "command": list(command)}
         if timeout_seconds is not None:
             body["timeout_seconds"] = timeout_seconds
@@ -171,7 +178,8 @@ class ContainersClient:
             if seconds > 0:
                 headers["Prefer"] = f"wait={seconds}"
         return self._call("POST", "/runs", scope_of="run", json_body=body, headers=headers,
-                          deadline=deadline, expect=(201, 202), shape=_check_run)
+                          deadline=deadline, expect=(201, 202), shape=_check_created_run,
+                          with_retry_after=True)
 
     def wait_for_run(self, run_id: str, *, deadline: float | None = None,
                      retry_after: float | None = None) -> dict:
@@ -180,7 +188,8 @@ class ContainersClient:
         deadline = self._deadline(deadline)
         delay = POLL_START
         while True:
-            wait = retry_after if retry_after is not None else delay
+            # Retry-After: 0 on every poll would hammer the server until the deadline.
+            wait = max(retry_after, POLL_MIN) if retry_after is not None else delay
             if self._clock() + wait >= deadline:
                 raise self._still_running(run_id)
             self._sleep(wait)
@@ -197,14 +206,14 @@ class ContainersClient:
         """Create a run and wait for it to finish, all inside `timeout`. `on_created` is
         called with the run as first returned (e.g. to show its id before waiting)."""
         deadline = self._deadline(None)
-        run = self.create_run(command, profile=profile, env=env,
-                              timeout_seconds=timeout_seconds, wait=self.timeout,
-                              deadline=deadline)
+        run, retry_after = self._create_run(command, profile=profile, env=env,
+                                            timeout_seconds=timeout_seconds,
+                                            wait=self.timeout, deadline=deadline)
         if on_created is not None:
             on_created(run)
         if is_finished(run):
             return run
-        return self.wait_for_run(run["id"], deadline=deadline)
+        return self.wait_for_run(run["id"], deadline=deadline, retry_after=retry_after)
 
     def get_run(self, run_id: str) -> dict:
         validate_run_id(run_id)
@@ -280,7 +289,8 @@ class ContainersClient:
                 if status not in expect:
                     raise _error_for(status, body, url, retry_after,
                                      run_path=path.startswith("/runs/"))
-                data = None if shape is None else shape(_parse_json(body, status, url), url)
+                data = None if shape is None else shape(_parse_json(body, status, url), url,
+                                                        status)
                 return (data, retry_after) if with_retry_after else data
             except _Retryable as failure:
                 if attempt > self.max_retries:
@@ -290,8 +300,6 @@ class ContainersClient:
                 if delay is None:
                     delay = backoff * (1 - 0.25 * random.random())
                 remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise self._timeout_error(url) from None
                 if delay >= remaining:
                     failure.error.message += (
                         f" (gave up after {attempt} attempt(s): the next retry would pass "
@@ -384,7 +392,8 @@ def _parse_json(body: bytes, status: int, url: str):
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
-        raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})") from None
+        raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
+                                   status=status) from None
 
 
 def _error_body(body: bytes) -> dict | None:
@@ -425,7 +434,12 @@ def _error_for(status: int, body: bytes, url: str, retry_after: float | None,
         return e.QuotaExhausted(message, status=status, **extra)
     if status == 401:
         cls = e.TokenExpired if code == "token_expired" else e.AuthError
-        extra.setdefault("guidance", f"Get a new token with: {e.TOKEN_COMMAND}")
+        how = f"Get a new token with: {e.TOKEN_COMMAND}"
+        server_says = extra.get("guidance")  # kept, but CONTRACT 4 wants the command too
+        if not server_says:
+            extra["guidance"] = how
+        elif "bus auth token" not in server_says:
+            extra["guidance"] = f"{server_says} {how}"
         return cls(message, status=status, code=code, **extra)
     if status == 403:
         scope = error.get("scope")
@@ -442,24 +456,41 @@ def _error_for(status: int, body: bytes, url: str, retry_after: float | None,
     return cls(message, status=status, code=code, **extra)
 
 
-def _check_status(data, url: str) -> dict:
+def _check_status(data, url: str, status: int) -> dict:
     if not (isinstance(data, dict) and isinstance(data.get("status"), str)):
-        raise e.UnexpectedResponse(f"unexpected response from {url}: not a status object")
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a status object",
+            status=status)
     return data
 
 
-def _check_run(data, url: str) -> dict:
+def _check_run(data, url: str, status: int) -> dict:
     if not (isinstance(data, dict) and isinstance(data.get("id"), str)
             and isinstance(data.get("status"), str)):
-        raise e.UnexpectedResponse(f"unexpected response from {url}: not a run object")
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a run object",
+            status=status)
     return data
 
 
-def _check_run_page(data, url: str) -> dict:
+def _check_created_run(data, url: str, status: int) -> dict:
+    """A new run's id is what we poll (and what the user is told): it must be a valid id,
+    else a bad server answer would surface as a usage error (exit 2) of the user's."""
+    run = _check_run(data, url, status)
+    if not RUN_ID_PATTERN.fullmatch(run["id"]):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a valid run id",
+            status=status)
+    return run
+
+
+def _check_run_page(data, url: str, status: int) -> dict:
     runs = data.get("runs") if isinstance(data, dict) else None
     cursor = data.get("next_cursor") if isinstance(data, dict) else None
     if not isinstance(runs, list) or not (cursor is None or isinstance(cursor, str)):
-        raise e.UnexpectedResponse(f"unexpected response from {url}: not a list of runs")
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a list of runs",
+            status=status)
     for run in runs:
-        _check_run(run, url)
+        _check_run(run, url, status)
     return data
