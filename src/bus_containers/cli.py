@@ -59,8 +59,27 @@ def _args_ask_for_json(args: list[str]) -> bool:
     return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
 
 
+def _json_usage_error(ctx: click.Context, exc: click.UsageError):
+    from .errors import UsageError
+    from .render import Output
+
+    Output(json=True).error(UsageError(exc.format_message()))
+    ctx.exit(EXIT_USAGE)
+
+
 class ContainersGroup(click.Group):
     """Shows usage errors as a JSON document when --json was asked for (CONTRACT 5)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # The group's own options (`containers --json --timeout abc status`) fail here,
+        # before `invoke`: they get the JSON form too.
+        original = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if not _args_ask_for_json(original):
+                raise
+            _json_usage_error(ctx, exc)
 
     def invoke(self, ctx: click.Context):
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
@@ -69,11 +88,7 @@ class ContainersGroup(click.Group):
         except click.UsageError as exc:
             if not (ctx.params.get("json_output") or _args_ask_for_json(args)):
                 raise
-            from .errors import UsageError
-            from .render import Output
-
-            Output(json=True).error(UsageError(exc.format_message()))
-            ctx.exit(EXIT_USAGE)
+            _json_usage_error(ctx, exc)
 
 
 EPILOG = """\b
@@ -165,6 +180,7 @@ def _start_debug_log(debug: bool):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("debug: %(message)s"))
     logger = logging.getLogger("bus_containers")
+    handler.previous_level = logger.level  # restored after the command: a host lives on
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     return handler
@@ -174,7 +190,9 @@ def _stop_debug_log(handler) -> None:
     if handler is not None:
         import logging
 
-        logging.getLogger("bus_containers").removeHandler(handler)
+        logger = logging.getLogger("bus_containers")
+        logger.removeHandler(handler)
+        logger.setLevel(handler.previous_level)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -186,8 +204,22 @@ def status(ctx, **options):
     execute(ctx, "status", options, lambda client, out: out.status(client.status()))
 
 
+def _require_utf8(ctx, param, value):
+    """The API's JSON bodies and URLs are UTF-8: an argument that is not (a stray byte from
+    the shell, seen by Python as a lone surrogate) is a usage error, not a crash later."""
+    for text in value if isinstance(value, (tuple, list)) else (value,):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise click.BadParameter(f"{text!r} is not valid UTF-8",
+                                         ctx=ctx, param=param) from None
+    return value
+
+
 def _parse_env(ctx, param, values) -> dict[str, str]:
     env = {}
+    _require_utf8(ctx, param, values)
     for item in values:
         name, sep, value = item.partition("=")
         if not ENV_NAME.fullmatch(name):
@@ -197,21 +229,25 @@ def _parse_env(ctx, param, values) -> dict[str, str]:
             if name not in os.environ:
                 raise click.BadParameter(f"{name} is not set locally; use {name}=VALUE",
                                          ctx=ctx, param=param)
-            value = os.environ[name]
+            value = _require_utf8(ctx, param, os.environ[name])
         env[name] = value
     return env
 
 
-@containers.command(context_settings={"ignore_unknown_options": True,
-                                      "allow_interspersed_args": False})
-@click.option("--profile", default="codex", show_default=True, help="Runner profile.")
+# No ignore_unknown_options: a mistyped option (`run --prof gpu -- cmd`) must be a usage
+# error, not part of the remote command. `allow_interspersed_args=False` alone already
+# passes everything after the first word of COMMAND through (`run ls -la`).
+@containers.command(context_settings={"allow_interspersed_args": False})
+@click.option("--profile", default="codex", show_default=True, callback=_require_utf8,
+              help="Runner profile.")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
               help="Environment variable for the command (repeatable).")
 @click.option("--run-timeout", type=click.IntRange(min=1), metavar="SECONDS",
               help="Server-side limit for the command itself (status timed_out, exit 124).")
 @click.option("--detach", "-d", is_flag=True, help="Print the run id and return at once.")
 @common_options
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
+                callback=_require_utf8)
 @click.pass_context
 def run(ctx, profile, env, run_timeout, detach, command, **options):
     """Run COMMAND in a fresh container and print its output.
@@ -250,7 +286,7 @@ def run(ctx, profile, env, run_timeout, detach, command, **options):
 @containers.command()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
               help="Show at most N runs.")
-@click.option("--status", "status_filter", metavar="STATUS",
+@click.option("--status", "status_filter", metavar="STATUS", callback=_require_utf8,
               help="Only runs in this status (e.g. running, failed).")
 @common_options
 @click.pass_context

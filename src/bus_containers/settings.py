@@ -83,6 +83,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_valid_host(host: str) -> bool:
+    """An IP address or a DNS name (IDNA letters allowed): no spaces, controls or stray
+    punctuation, which would otherwise fail later as a confusing request error (exit 1)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return all(char.isalnum() or char in "-._" for char in host)
+
+
 def validate_api_url(value: str, source: str = "--api-url") -> str:
     """Normalise an API origin (scheme://host[:port][/prefix]) or raise InvalidApiUrl."""
     appends = f"The CLI appends {API_PATH}/... itself; give only the origin, e.g. https://host."
@@ -93,6 +103,8 @@ def validate_api_url(value: str, source: str = "--api-url") -> str:
         raise InvalidApiUrl(f"{source}: '{value}' is not a valid URL. {appends}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidApiUrl(f"{source}: '{value}' is not an http(s) URL. {appends}")
+    if not _is_valid_host(parts.hostname):
+        raise InvalidApiUrl(f"{source}: '{value}' does not have a valid host name. {appends}")
     if parts.username or parts.password:
         raise InvalidApiUrl(f"{source}: credentials do not belong in the URL; use a token file.")
     if parts.query or parts.fragment:

@@ -1,0 +1,79 @@
+"""CONTRACT 6 for every command, human and --json: the same server answer gives the same
+exit code in both forms; with --json the error is the `{"error": ...}` document on stderr
+and stdout stays empty; without it, one `Error:` paragraph on stderr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.cli.helpers import BASE, error_body
+
+COMMANDS = {
+    "status": (["status"], "GET", "/status"),
+    "run": (["run", "--", "true"], "POST", "/runs"),
+    "run --detach": (["run", "--detach", "--", "true"], "POST", "/runs"),
+    "runs": (["runs"], "GET", "/runs"),
+    "show": (["show", "run_1"], "GET", "/runs/run_1"),
+    "delete": (["delete", "run_1"], "DELETE", "/runs/run_1"),
+}
+
+ANSWERS = {
+    "500": ({"status_code": 500, "json": error_body("internal", "broken")}, 1),
+    "not-json": ({"status_code": 200, "text": "<html>"}, 1),
+    "409": ({"status_code": 409, "json": error_body("conflict", "busy")}, 1),
+    "400": ({"status_code": 400, "json": error_body("invalid_request", "bad")}, 2),
+    "422": ({"status_code": 422, "json": error_body("invalid_request", "bad")}, 2),
+    "401": ({"status_code": 401, "json": error_body("unauthenticated", "who")}, 4),
+    "403": ({"status_code": 403, "json": error_body("forbidden", "no")}, 4),
+    "402": ({"status_code": 402, "json": error_body("billing_required", "pay",
+                                                      url="https://pay.example")}, 5),
+    "429-quota": ({"status_code": 429, "json": error_body("quota_exhausted", "used")}, 5),
+    "429-rate": ({"status_code": 429, "json": error_body("rate_limited", "slow")}, 5),
+    "404": ({"status_code": 404, "json": error_body("not_found", "gone")}, None),
+    "timeout": (None, 124),
+}
+
+
+@pytest.mark.parametrize("json_flag", [False, True], ids=["human", "json"])
+@pytest.mark.parametrize("answer", list(ANSWERS))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_exit_code_matrix(cli, requests_mock, fake_time, command, answer, json_flag):
+    args, method, path = COMMANDS[command]
+    response, expected = ANSWERS[answer]
+    if response is None:
+        def slow(request, context):
+            fake_time.now += 1000
+            raise requests.exceptions.ReadTimeout("read timed out")
+
+        requests_mock.register_uri(method, BASE + path, text=slow)
+    else:
+        requests_mock.register_uri(method, BASE + path, **response)
+    if expected is None:  # 404: a missing run, or a wrong endpoint URL
+        expected = 3 if path.startswith("/runs/") else 1
+    # --json right after the subcommand: for `run`, after `--` it would be the command's.
+    result = cli(args[0], *(["--json"] if json_flag else []), *args[1:])
+
+    if answer == "not-json" and command == "delete":
+        # DELETE has no body to check: a 200 with HTML is the service's call (0 or 1), but
+        # never a crash (checked by `cli`).
+        assert result.exit_code in (0, 1)
+        return
+    assert result.exit_code == expected, result.stderr
+    if command == "delete" and expected == 3:
+        if json_flag:
+            assert json.loads(result.stdout) == {"deleted": [], "not_found": ["run_1"]}
+        else:
+            assert result.stdout == "" and "run_1" in result.stderr
+        return
+    if json_flag:
+        assert result.stdout == ""
+        error = json.loads(result.stderr)["error"]
+        assert error["exit_code"] == expected
+        assert error["code"] and error["message"]
+    else:
+        assert result.stdout == ""
+        assert result.stderr.startswith("Error: ")
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,171 @@
+"""The rendering layer on its own (`bus_containers.render.Output` with injected streams),
+and a check that the central `cli` assertions really catch a leak."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from bus_containers import render
+from bus_containers.errors import BillingRequired, ContainersError, RunNotFound
+from tests.cli.helpers import BASE, TOKEN, run_obj
+
+
+class BytesText(io.TextIOWrapper):
+    """A text stream with a byte buffer, like sys.stdout."""
+
+    def __init__(self):
+        super().__init__(io.BytesIO(), encoding="utf-8", newline="")
+
+    def value(self) -> bytes:
+        self.flush()
+        return self.buffer.getvalue()
+
+
+def make(json_mode=False):
+    out, err = io.StringIO(), io.StringIO()
+    return render.Output(json=json_mode, out=out, err=err), out, err
+
+
+def test_message_on_stderr_and_silent_with_json():
+    output, out, err = make()
+    output.message("hello")
+    assert (out.getvalue(), err.getvalue()) == ("", "hello\n")
+    output, out, err = make(json_mode=True)
+    output.message("hello")
+    assert (out.getvalue(), err.getvalue()) == ("", "")
+
+
+def test_warning_always_on_stderr_and_masked():
+    output, out, err = make(json_mode=True)
+    output.redact = "s3cr3t"
+    output.warning("value s3cr3t here")
+    assert out.getvalue() == "" and err.getvalue() == "value *** here\n"
+
+
+def test_error_human_paragraph():
+    output, out, err = make()
+    output.error(BillingRequired("pay first", guidance="Open billing", url="https://b.example"))
+    assert out.getvalue() == ""
+    assert err.getvalue() == "Error: pay first\nOpen billing\nSee https://b.example\n"
+
+
+def test_error_json_document():
+    output, out, err = make(json_mode=True)
+    output.redact = "tok"
+    output.error(RunNotFound("no run tok-1"))
+    assert out.getvalue() == ""
+    assert json.loads(err.getvalue()) == {
+        "error": {"code": "not_found", "message": "no run ***-1", "exit_code": 3}}
+
+
+def test_status_human_and_json():
+    output, out, _ = make()
+    output.status({"status": "ready"})
+    assert out.getvalue() == "ready\n"
+    output, out, _ = make(json_mode=True)
+    output.status({"status": "x", "extra": 1})
+    assert json.loads(out.getvalue()) == {"status": "x", "extra": 1}
+
+
+def test_status_non_string_fields_do_not_crash():
+    output, out, _ = make()
+    output.status({"status": None, "message": {"nested": True}})
+    assert out.getvalue().splitlines()[0] == "-"
+
+
+def test_runs_table_aligns_and_cleans():
+    output, out, _ = make()
+    output.runs_table([
+        run_obj("run_long_identifier", command=["echo", "a b"]),
+        run_obj("r2", status="weird\x1bstate", exit_code=None, command="not-a-list\x07"),
+        {"id": "r3", "status": "running"},
+    ])
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("ID                   STATUS")
+    assert lines[1].endswith("echo 'a b'")
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert lines[3].split()[:4] == ["r3", "running", "-", "-"]
+    column = lines[0].index("STATUS")
+    assert all(line[column - 2: column] == "  " for line in lines)
+
+
+def test_run_detail_shows_unknown_fields_and_output():
+    output, out, _ = make()
+    output.run_detail(run_obj("r1", stdout="a\nb\n", stderr="", gpu={"count": 1}))
+    text = out.getvalue()
+    assert text.startswith("ID:           r1\n")
+    assert "gpu:" in text and "count" in text
+    assert "--- stdout ---\na\nb\n" in text
+    assert "--- stderr ---" not in text
+
+
+def test_run_output_writes_bytes_unchanged():
+    out, err = BytesText(), BytesText()
+    output = render.Output(out=out, err=err)
+    output.run_output({"stdout": "a\r\nb\x1b[0m\udcff", "stderr": "e\n"})
+    assert out.value() == b"a\r\nb\x1b[0m\xff"
+    assert err.value() == b"e\n"
+
+
+def test_run_output_json_is_the_run():
+    output, out, err = make(json_mode=True)
+    run = run_obj(stdout="x")
+    output.run_output(run)
+    assert json.loads(out.getvalue()) == run and err.getvalue() == ""
+
+
+def test_deleted_only_with_json():
+    output, out, _ = make()
+    output.deleted(["a"], ["b"])
+    assert out.getvalue() == ""
+    output, out, _ = make(json_mode=True)
+    output.deleted(["a"], ["b"])
+    assert json.loads(out.getvalue()) == {"deleted": ["a"], "not_found": ["b"]}
+
+
+def test_run_ids():
+    output, out, _ = make()
+    output.run_ids("a", "b")
+    assert out.getvalue() == "a\nb\n"
+
+
+def test_json_document_keeps_unicode():
+    output, out, _ = make(json_mode=True)
+    output.document({"s": "é"})
+    assert "é" in out.getvalue()
+
+
+def test_error_to_dict_shape():
+    error = ContainersError("m", guidance="g", url="u", code="c")
+    assert error.to_dict() == {"error": {"code": "c", "message": "m", "exit_code": 1,
+                                         "guidance": "g", "url": "u"}}
+
+
+# -- the central checks of the `cli` fixture catch what they should ------------------------
+def test_central_check_catches_a_token_leak(cli, requests_mock, monkeypatch):
+    requests_mock.get(BASE + "/status", json={"status": "ready"})
+    monkeypatch.setattr(render.Output, "status",
+                        lambda self, data: self.out.write(f"{TOKEN}\n"))
+    with pytest.raises(AssertionError, match="secret leaked"):
+        cli("status")
+
+
+def test_central_check_catches_a_traceback(cli, requests_mock, monkeypatch):
+    requests_mock.get(BASE + "/status", json={"status": "ready"})
+    monkeypatch.setattr(render.Output, "status",
+                        lambda self, data: self.err.write("Traceback (most recent call)\n"))
+    with pytest.raises(AssertionError, match="Traceback"):
+        cli("status")
+
+
+def test_central_check_catches_an_account_id(cli, requests_mock, monkeypatch):
+    import requests
+
+    requests_mock.get(BASE + "/status", json={"status": "ready"})
+    monkeypatch.setattr(render.Output, "status",
+                        lambda self, data: requests.get(BASE + "/status?account_id=a"))
+    with pytest.raises(AssertionError, match="account id"):
+        cli("status")
