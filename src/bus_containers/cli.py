@@ -245,17 +245,23 @@ def _parse_env(ctx, param, values) -> dict[str, str]:
 @click.option("--run-timeout", type=click.IntRange(min=1), metavar="SECONDS",
               help="Server-side limit for the command itself (status timed_out, exit 124).")
 @click.option("--detach", "-d", is_flag=True, help="Print the run id and return at once.")
+@click.option("--rm", "remove", is_flag=True,
+              help="Delete the run once it has finished (like docker run --rm).")
 @common_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 callback=_require_utf8)
 @click.pass_context
-def run(ctx, profile, env, run_timeout, detach, command, **options):
-    """Run COMMAND in a fresh container and print its output.
+def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
+    """Run COMMAND in a fresh container, streaming its output as it comes.
 
     \b
     Example: bus containers run --profile codex -- sh -c 'printf OK'
+    Ctrl-C detaches: the run keeps going (see `logs --follow`, `delete`).
     Exit code: the command's own; 124 when it (or --timeout) ran out of time.
     """
+    if detach and remove:
+        raise click.UsageError("--rm cannot be combined with --detach", ctx=ctx)
+
     def action(client, out):
         from .service import exit_code_for_run
 
@@ -267,20 +273,76 @@ def run(ctx, profile, env, run_timeout, detach, command, **options):
             else:
                 out.run_ids(created["id"])
             return 0
+        if not out.json:
+            from .attach import run_attached
+
+            return run_attached(client, out, list(command), profile=profile, env=env,
+                                run_timeout=run_timeout, remove=remove)
         finished = client.run(list(command), profile=profile, env=env,
-                              timeout_seconds=run_timeout,
-                              on_created=lambda created: out.message(
-                                  f"Run {created['id']} (profile "
-                                  f"{created.get('profile', profile)})"))
-        out.run_output(finished)
-        code = exit_code_for_run(finished)
-        if finished.get("output_truncated"):
-            out.message(f"warning: the output of {finished['id']} was truncated by the server")
-        if finished.get("status") != "succeeded":
-            out.message(f"Run {finished['id']} {finished.get('status')} (exit code {code})")
-        return code
+                              timeout_seconds=run_timeout)
+        out.document(finished)
+        if remove:
+            client.delete_run(finished["id"])
+        return exit_code_for_run(finished)
 
     execute(ctx, "run", options, action)
+
+
+@containers.command()
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run finishes.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Start at this byte of the output (both streams counted together).")
+@common_options
+@click.pass_context
+def logs(ctx, run_id, follow, offset, **options):
+    """Print a run's output (stdout and stderr to ours, byte for byte)."""
+    def action(client, out):
+        captured = {"stdout": bytearray(), "stderr": bytearray()}
+        end, position = None, offset
+        for event in client.iter_logs(run_id, offset=offset, follow=follow):
+            if event.get("event") == "end":
+                end = event
+                break
+            position = event["offset"] + len(event["data"])
+            if out.json:
+                captured[event["stream"]] += event["data"]
+            else:
+                out.chunk(event["stream"], event["data"])
+        if out.json:
+            out.document({"id": run_id, "finished": end is not None,
+                          "status": (end or {}).get("status"),
+                          "exit_code": (end or {}).get("exit_code"),
+                          "next_offset": position,
+                          **{k: v.decode("utf-8", "replace") for k, v in captured.items()}})
+        return 0
+
+    execute(ctx, "logs", options, action)
+
+
+@containers.command()
+@click.argument("run_id")
+@common_options
+@click.pass_context
+def wait(ctx, run_id, **options):
+    """Wait for a run to finish; exit with its exit code (124 on --timeout)."""
+    def action(client, out):
+        from .service import exit_code_for_run
+
+        progress = out.progress()
+        progress.start("waiting")
+        try:
+            run = client.wait_for_run(run_id, immediate=True, on_poll=progress.update)
+        finally:
+            progress.stop()
+        code = exit_code_for_run(run)
+        if out.json:
+            out.document(run)
+        else:
+            out.message(f"Run {run['id']} {run.get('status')} (exit code {code})")
+        return code
+
+    execute(ctx, "wait", options, action)
 
 
 @containers.command()

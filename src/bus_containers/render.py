@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -126,19 +128,83 @@ class Output:
                 lines.append(text.rstrip("\n"))
         self.out.write("\n".join(lines) + "\n")
 
+    def chunk(self, stream_name: str, data: bytes) -> None:
+        """Live output from a run, to the matching local stream, byte for byte."""
+        write_bytes(self.out if stream_name == "stdout" else self.err, data)
+
+    def progress(self) -> Progress:
+        """A progress line on stderr: only on a terminal and never with --json."""
+        return Progress(self.err, enabled=not self.json and _isatty(self.err))
+
     def deleted(self, deleted: list[str], not_found: list[str]) -> None:
         if self.json:
             self.document({"deleted": deleted, "not_found": not_found})
 
 
 def write_raw(stream: TextIO, text: str) -> None:
-    """Write the run's output unchanged: through the byte buffer when the stream has one,
+    write_bytes(stream, text.encode("utf-8", "surrogateescape"))
+
+
+def write_bytes(stream: TextIO, data: bytes) -> None:
+    """Write a run's output unchanged: through the byte buffer when the stream has one,
     so no newline translation or encoding error can alter it."""
     stream.flush()
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
-        buffer.write(text.encode("utf-8", "surrogateescape"))
+        buffer.write(data)
         buffer.flush()
     else:
-        stream.write(text)
+        stream.write(data.decode("utf-8", "replace"))
         stream.flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class Progress:
+    """`running  12s` on one stderr line, redrawn every second from a background thread
+    while the CLI waits with nothing to show; erased before any output or message."""
+
+    def __init__(self, err: TextIO, enabled: bool) -> None:
+        self.enabled = enabled
+        self.status = "waiting"
+        self._err = err
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, status: str) -> None:
+        self.status = status
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._tick, daemon=True)
+            self._thread.start()
+
+    def update(self, run: dict) -> None:
+        """on_poll callback: show the run's latest status."""
+        self.status = _clean(run.get("status"))
+
+    def _tick(self) -> None:
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                elapsed = int(time.monotonic() - self._started)
+                self._err.write(f"\r\x1b[K{self.status}  {elapsed}s")
+                self._err.flush()
+            if self._stop.wait(1.0):
+                return
+
+    def stop(self) -> None:
+        """Erase the line for good (idempotent)."""
+        if self._thread is None or self._stop.is_set():
+            return
+        with self._lock:
+            self._stop.set()
+            self._err.write("\r\x1b[K")
+            self._err.flush()
+        self._thread.join()

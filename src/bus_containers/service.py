@@ -8,10 +8,10 @@ level, with the Authorization header masked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,12 +19,22 @@ from email.utils import parsedate_to_datetime
 
 from . import __version__
 from . import errors as e
+from .responses import (
+    RUN_ID_PATTERN,
+    Retryable,
+    check_created_run,
+    check_run,
+    check_run_page,
+    check_status,
+    error_for,
+    parse_json,
+    parse_log_line,
+)
 from .settings import API_PATH
 from .token import SCOPE_BY_COMMAND, check_claims, read_claims
 
 log = logging.getLogger("bus_containers")
 
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 MAX_RETRIES = 3  # 4 attempts in all
@@ -36,22 +46,12 @@ POLL_CAP = 5.0
 POLL_MIN = 0.5  # a poll's Retry-After below this (e.g. 0) is raised to it
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
+STREAM_IDLE_TIMEOUT = 30.0  # a silent follow stream is reopened after this, not failed
+STREAM_PREFER_WAIT = 1  # seconds a streamed run may finish within its create call
 PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
 PAGE_SIZE = 100
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a run's output can be large; a body past this is refused
 REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId")
-
-# HTTP status -> error class, for well-formed error bodies (CONTRACT 4 error table).
-_ERROR_BY_STATUS = {
-    400: e.InvalidRequest,
-    401: e.AuthError,
-    402: e.BillingRequired,
-    403: e.Forbidden,
-    404: e.RunNotFound,
-    409: e.Conflict,
-    422: e.InvalidRequest,
-}
-
 
 def validate_run_id(run_id: object) -> str:
     """The id unchanged, or InvalidRunId: nothing else can reach the URL path."""
@@ -104,15 +104,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
-class _Retryable(Exception):
-    """Internal: an attempt failed in a way worth another try; carries the final error."""
-
-    def __init__(self, error: e.ContainersError, retry_after: float | None = None):
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-
-
 class ContainersClient:
     """Client of the container-runner API.
 
@@ -145,7 +136,7 @@ class ContainersClient:
 
     # -- public API ----------------------------------------------------------------------
     def status(self) -> dict:
-        return self._call("GET", "/status", scope_of="status", shape=_check_status)
+        return self._call("GET", "/status", scope_of="status", shape=check_status)
 
     def create_run(
         self,
@@ -178,27 +169,69 @@ class ContainersClient:
             if seconds > 0:
                 headers["Prefer"] = f"wait={seconds}"
         return self._call("POST", "/runs", scope_of="run", json_body=body, headers=headers,
-                          deadline=deadline, expect=(201, 202), shape=_check_created_run,
+                          deadline=deadline, expect=(201, 202), shape=check_created_run,
                           with_retry_after=True)
 
     def wait_for_run(self, run_id: str, *, deadline: float | None = None,
-                     retry_after: float | None = None) -> dict:
-        """Poll GET /runs/{id} until the run is finished; CommandTimeout at the deadline."""
+                     retry_after: float | None = None, immediate: bool = False,
+                     on_poll: Callable[[dict], None] | None = None) -> dict:
+        """Poll GET /runs/{id} until the run is finished; CommandTimeout at the deadline.
+        `immediate` makes the first poll without waiting; `on_poll` sees every answer."""
         validate_run_id(run_id)
         deadline = self._deadline(deadline)
         delay = POLL_START
         while True:
             # Retry-After: 0 on every poll would hammer the server until the deadline.
             wait = max(retry_after, POLL_MIN) if retry_after is not None else delay
-            if self._clock() + wait >= deadline:
+            if immediate:
+                wait, immediate = 0.0, False
+            elif self._clock() + wait >= deadline:
                 raise self._still_running(run_id)
-            self._sleep(wait)
+            if wait:
+                self._sleep(wait)
             run, retry_after = self._call("GET", f"/runs/{run_id}", scope_of="wait",
-                                          deadline=deadline, shape=_check_run,
+                                          deadline=deadline, shape=check_run,
                                           with_retry_after=True)
+            if on_poll is not None:
+                on_poll(run)
             if is_finished(run):
                 return run
             delay = min(delay * 2, POLL_CAP)
+
+    def follow_run(self, command: list[str], *, profile: str = "codex",
+                   env: dict[str, str] | None = None, timeout_seconds: int | None = None,
+                   on_poll: Callable[[dict], None] | None = None) -> Iterator[dict]:
+        """Create a run and yield its life as events, all inside `timeout`:
+        `{"event": "created", "run"}`, output chunks as `iter_logs` yields them (live),
+        then `{"event": "end", "status", "exit_code"}`.
+
+        The create asks the server to hold on for a second, so a quick command costs one
+        round trip; a longer one is then streamed from its first byte. A server without
+        the logs endpoint (404 before any output) is polled instead, and the output comes
+        at the end.
+        """
+        deadline = self._deadline(None)
+        run = self.create_run(command, profile=profile, env=env,
+                              timeout_seconds=timeout_seconds, wait=STREAM_PREFER_WAIT,
+                              deadline=deadline)
+        yield {"event": "created", "run": run}
+        if not is_finished(run):
+            streamed = False
+            try:
+                for event in self.iter_logs(run["id"], follow=True, deadline=deadline):
+                    streamed = streamed or "data" in event
+                    yield event
+                return
+            except e.ContainersError as error:
+                if error.status != 404 or streamed:
+                    raise
+            run = self.wait_for_run(run["id"], deadline=deadline, on_poll=on_poll)
+        for name in ("stdout", "stderr"):
+            if isinstance(run.get(name), str) and run[name]:
+                yield {"stream": name, "offset": None,
+                       "data": run[name].encode("utf-8", "surrogateescape")}
+        yield {"event": "end", "status": run.get("status"), "exit_code": run.get("exit_code"),
+               "output_truncated": run.get("output_truncated"), "run": run}
 
     def run(self, command: list[str], *, profile: str = "codex",
             env: dict[str, str] | None = None, timeout_seconds: int | None = None,
@@ -217,7 +250,7 @@ class ContainersClient:
 
     def get_run(self, run_id: str) -> dict:
         validate_run_id(run_id)
-        return self._call("GET", f"/runs/{run_id}", scope_of="show", shape=_check_run)
+        return self._call("GET", f"/runs/{run_id}", scope_of="show", shape=check_run)
 
     def iter_runs(self, *, limit: int | None = None, status: str | None = None) -> Iterator[dict]:
         """The account's runs, newest first, following next_cursor until `limit`."""
@@ -231,7 +264,7 @@ class ContainersClient:
             if status:
                 params["status"] = status
             page = self._call("GET", "/runs", scope_of="runs", params=params,
-                              deadline=deadline, shape=_check_run_page)
+                              deadline=deadline, shape=check_run_page)
             for run in page["runs"][: None if limit is None else limit - count]:
                 count += 1
                 yield run
@@ -248,6 +281,59 @@ class ContainersClient:
         validate_run_id(run_id)
         self._call("DELETE", f"/runs/{run_id}", scope_of="delete", expect=(200, 202, 204),
                    shape=None)
+
+    def iter_logs(self, run_id: str, *, offset: int = 0, follow: bool = False,
+                  deadline: float | None = None) -> Iterator[dict]:
+        """A run's output as events: `{"stream", "offset", "data": bytes}` in order, then
+        `{"event": "end", "status", "exit_code"}` once the run is finished.
+
+        A dropped or cut stream is reopened at the next byte not yet yielded (retries as
+        CONTRACT 4), so no byte is lost or repeated. A follow stream that is merely quiet is
+        reopened without counting as a failure. RunNotFound (404) for an unknown run, and
+        for a server without the logs endpoint.
+        """
+        validate_run_id(run_id)
+        self._check_token("logs")
+        deadline = self._deadline(deadline)
+        url = f"{self.base_url}/runs/{run_id}/logs"
+        headers = {"Accept": "application/x-ndjson"}
+        position, failures = offset, 0
+        while True:
+            params = {"follow": "true" if follow else "false", "offset": position}
+            try:
+                with self._transport_errors(url, deadline, idle_ok=follow), \
+                        self._send("GET", url, params, None, headers, deadline, failures + 1,
+                                   read_timeout=STREAM_IDLE_TIMEOUT) as response:
+                    if response.status_code != 200:
+                        raise error_for(response.status_code, _read_body(response, url), url,
+                                        parse_retry_after(response.headers.get("Retry-After")),
+                                        run_path=True)
+                    for line in response.iter_lines(chunk_size=1 << 16):
+                        event = parse_log_line(line, url)
+                        if event is None:
+                            continue
+                        if event.get("event") == "end":
+                            yield event
+                            return
+                        chunk = _unseen_part(event, position)
+                        if chunk is not None:
+                            position = chunk["offset"] + len(chunk["data"])
+                            failures = 0  # progress: a later drop starts a fresh count
+                            yield chunk
+                if not follow:
+                    return
+                raise Retryable(e.ConnectionFailed(
+                    f"the output stream of {run_id} ended before the run did"))
+            except _Idle:
+                if self._clock() >= deadline:
+                    raise self._still_running(run_id) from None
+            except Retryable as failure:
+                failures += 1
+                self._before_retry(failure, failures, deadline, "GET", url)
+            except e.CommandTimeout:
+                if not follow:
+                    raise
+                raise self._still_running(run_id) from None
 
     # -- plumbing ------------------------------------------------------------------------
     def _deadline(self, deadline: float | None) -> float:
@@ -287,35 +373,48 @@ class ContainersClient:
                 status, body, retry_after = self._attempt(method, url, params, json_body,
                                                           headers, deadline, attempt)
                 if status not in expect:
-                    raise _error_for(status, body, url, retry_after,
-                                     run_path=path.startswith("/runs/"))
-                data = None if shape is None else shape(_parse_json(body, status, url), url,
+                    raise error_for(status, body, url, retry_after,
+                                    run_path=path.startswith("/runs/"))
+                data = None if shape is None else shape(parse_json(body, status, url), url,
                                                         status)
                 return (data, retry_after) if with_retry_after else data
-            except _Retryable as failure:
-                if attempt > self.max_retries:
-                    raise failure.error from None
-                backoff = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
-                delay = failure.retry_after
-                if delay is None:
-                    delay = backoff * (1 - 0.25 * random.random())
-                remaining = deadline - self._clock()
-                if delay >= remaining:
-                    failure.error.message += (
-                        f" (gave up after {attempt} attempt(s): the next retry would pass "
-                        f"the timeout of {self.timeout:g} s)")
-                    raise failure.error from None
-                log.debug("retrying %s %s in %.2f s", method, url, delay)
-                self._sleep(delay)
+            except Retryable as failure:
+                self._before_retry(failure, attempt, deadline, method, url)
+
+    def _before_retry(self, failure: Retryable, attempt: int, deadline: float,
+                      method: str, url: str) -> None:
+        """Sleep before attempt `attempt + 1`, or raise the failure's error when the retries
+        or the time budget are used up (CONTRACT 4: 3 retries, backoff, Retry-After)."""
+        if attempt > self.max_retries:
+            raise failure.error from None
+        delay = failure.retry_after
+        if delay is None:
+            backoff = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
+            delay = backoff * (1 - 0.25 * random.random())
+        if delay >= deadline - self._clock():
+            failure.error.message += (
+                f" (gave up after {attempt} attempt(s): the next retry would pass "
+                f"the timeout of {self.timeout:g} s)")
+            raise failure.error from None
+        log.debug("retrying %s %s in %.2f s", method, url, delay)
+        self._sleep(delay)
 
     def _timeout_error(self, url: str) -> e.CommandTimeout:
         return e.CommandTimeout(f"no answer from {url} within the timeout of {self.timeout:g} s",
                                 guidance="Try again, or raise --timeout.")
 
     def _attempt(self, method, url, params, json_body, headers, deadline, attempt):
-        """One HTTP exchange: (status, body bytes, retry_after) or _Retryable / ContainersError."""
-        import requests
+        """One HTTP exchange: (status, body bytes, retry_after) or Retryable / ContainersError."""
+        with self._transport_errors(url, deadline):
+            with self._send(method, url, params, json_body, headers, deadline,
+                            attempt) as response:
+                body = _read_body(response, url)
+                return (response.status_code, body,
+                        parse_retry_after(response.headers.get("Retry-After")))
 
+    def _send(self, method, url, params, json_body, headers, deadline, attempt,
+              read_timeout: float = READ_TIMEOUT):
+        """Send one request; the response comes back open, its body not yet read."""
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise self._timeout_error(url)
@@ -336,33 +435,67 @@ class ContainersClient:
         try:
             response = self._get_session().request(
                 method, url, params=params, data=data, headers=send_headers,
-                timeout=(min(CONNECT_TIMEOUT, remaining), min(READ_TIMEOUT, remaining)),
+                timeout=(min(CONNECT_TIMEOUT, remaining), min(read_timeout, remaining)),
                 allow_redirects=False,  # the token must never follow a redirect elsewhere
                 stream=True,
             )
-            with response:
-                status = response.status_code
-                request_id = next((response.headers[h] for h in REQUEST_ID_HEADERS
-                                   if h in response.headers), None)
-                body = _read_body(response, url)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return status, body, retry_after
-        except requests.Timeout:
-            if deadline - self._clock() <= 0.05:
-                raise self._timeout_error(url) from None
-            raise _Retryable(e.ConnectionFailed(f"{url} did not answer in time")) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            status = response.status_code
+            request_id = next((response.headers[h] for h in REQUEST_ID_HEADERS
+                               if h in response.headers), None)
+            return response
+        finally:
+            log.debug("%s %s -> %s in %d ms (attempt %d, request id %s) "
+                      "[Authorization: Bearer ***]", method, url, status,
+                      (time.perf_counter() - started) * 1000, attempt, request_id or "-")
+
+    @contextlib.contextmanager
+    def _transport_errors(self, url: str, deadline: float, idle_ok: bool = False):
+        """Map requests' exceptions to ours: Retryable for what another try may fix,
+        CommandTimeout once the budget is spent, _Idle for a quiet follow stream."""
+        import requests
+
+        try:
+            yield
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
-            raise _Retryable(e.ConnectionFailed(
+            if _is_read_timeout(exc):
+                if deadline - self._clock() <= 0.05:
+                    raise self._timeout_error(url) from None
+                if idle_ok:
+                    raise _Idle() from None
+                raise Retryable(e.ConnectionFailed(f"{url} did not answer in time")) from None
+            raise Retryable(e.ConnectionFailed(
                 f"cannot reach {url}: {_short_reason(exc)}",
                 guidance="Check the API URL (--api-url) and that the server is running.",
             )) from None
         except requests.RequestException as exc:
             raise e.ConnectionFailed(f"request to {url} failed: {_short_reason(exc)}") from None
-        finally:
-            log.debug("%s %s -> %s in %d ms (attempt %d, request id %s) "
-                      "[Authorization: Bearer ***]", method, url, status,
-                      (time.perf_counter() - started) * 1000, attempt, request_id or "-")
+
+
+def _unseen_part(chunk: dict, position: int) -> dict | None:
+    """The part of an output chunk at or after `position` (what a resumed stream may repeat
+    is dropped), or None when all of it was already seen."""
+    start, data = chunk["offset"], chunk["data"]
+    if start + len(data) <= position:
+        return None
+    if start < position:
+        return {**chunk, "offset": position, "data": data[position - start:]}
+    return chunk  # start > position: the server skipped bytes (e.g. past its output cap)
+
+
+class _Idle(Exception):
+    """A follow stream was silent for STREAM_IDLE_TIMEOUT: reconnect, it is not a failure."""
+
+
+def _is_read_timeout(exc: Exception) -> bool:
+    import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    # While a streamed body is read, requests wraps urllib3's read timeout in ConnectionError.
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
 
 
 def _short_reason(exc: Exception) -> str:
@@ -384,113 +517,3 @@ def _read_body(response, url: str) -> bytes:
                 f"is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse_json(body: bytes, status: int, url: str):
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
-                                   status=status) from None
-
-
-def _error_body(body: bytes) -> dict | None:
-    """The `error` object of a well-formed error body, or None."""
-    try:
-        data = json.loads(body) if body else None
-    except (ValueError, RecursionError):
-        return None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str) \
-            and isinstance(error.get("message"), str):
-        return error
-    return None
-
-
-def _error_for(status: int, body: bytes, url: str, retry_after: float | None,
-               run_path: bool = True):
-    """The typed error (or _Retryable) for an answer outside the expected statuses."""
-    error = _error_body(body)
-    code = error["code"] if error else None
-    extra = {}
-    if error:
-        extra = {k: error[k] for k in ("guidance", "url") if isinstance(error.get(k), str)}
-    if status >= 500 or (status == 429 and code != "quota_exhausted"):
-        message = error["message"] if error else f"HTTP {status}"
-        if status == 429:
-            failure = e.RateLimited(f"rate limited by {url}: {message}", status=status,
-                                    **extra)
-        else:
-            failure = e.ServerError(f"server error from {url} (HTTP {status}): {message}",
-                                    status=status, **extra)
-        return _Retryable(failure, retry_after)
-    if error is None or status < 400:
-        return e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
-                                    status=status)
-    message = error["message"]
-    if status == 429:
-        return e.QuotaExhausted(message, status=status, **extra)
-    if status == 401:
-        cls = e.TokenExpired if code == "token_expired" else e.AuthError
-        how = f"Get a new token with: {e.TOKEN_COMMAND}"
-        server_says = extra.get("guidance")  # kept, but CONTRACT 4 wants the command too
-        if not server_says:
-            extra["guidance"] = how
-        elif "bus auth token" not in server_says:
-            extra["guidance"] = f"{server_says} {how}"
-        return cls(message, status=status, code=code, **extra)
-    if status == 403:
-        scope = error.get("scope")
-        if isinstance(scope, str) and scope not in message:
-            message += f" (needs scope '{scope}')"
-        cls = e.MissingScope if code == "insufficient_scope" else e.Forbidden
-        extra.setdefault("guidance", f"Get a token with the right scopes: {e.TOKEN_COMMAND}")
-        return cls(message, status=status, **extra)
-    if status == 404 and not run_path:
-        # Not a run that is missing: the endpoint itself is, so the URL is probably wrong.
-        return e.ApiError(f"{url} was not found (HTTP 404): {message}", status=status,
-                          guidance="Check the API URL (--api-url, $BUS_AI_API_URL).")
-    cls = _ERROR_BY_STATUS.get(status, e.ApiError)
-    return cls(message, status=status, code=code, **extra)
-
-
-def _check_status(data, url: str, status: int) -> dict:
-    if not (isinstance(data, dict) and isinstance(data.get("status"), str)):
-        raise e.UnexpectedResponse(
-            f"unexpected response from {url} (HTTP {status}): not a status object",
-            status=status)
-    return data
-
-
-def _check_run(data, url: str, status: int) -> dict:
-    if not (isinstance(data, dict) and isinstance(data.get("id"), str)
-            and isinstance(data.get("status"), str)):
-        raise e.UnexpectedResponse(
-            f"unexpected response from {url} (HTTP {status}): not a run object",
-            status=status)
-    return data
-
-
-def _check_created_run(data, url: str, status: int) -> dict:
-    """A new run's id is what we poll (and what the user is told): it must be a valid id,
-    else a bad server answer would surface as a usage error (exit 2) of the user's."""
-    run = _check_run(data, url, status)
-    if not RUN_ID_PATTERN.fullmatch(run["id"]):
-        raise e.UnexpectedResponse(
-            f"unexpected response from {url} (HTTP {status}): not a valid run id",
-            status=status)
-    return run
-
-
-def _check_run_page(data, url: str, status: int) -> dict:
-    runs = data.get("runs") if isinstance(data, dict) else None
-    cursor = data.get("next_cursor") if isinstance(data, dict) else None
-    if not isinstance(runs, list) or not (cursor is None or isinstance(cursor, str)):
-        raise e.UnexpectedResponse(
-            f"unexpected response from {url} (HTTP {status}): not a list of runs",
-            status=status)
-    for run in runs:
-        _check_run(run, url, status)
-    return data

@@ -1,0 +1,172 @@
+"""Reading the server's answers: JSON bodies, their shapes, and the typed error for each
+status (the CONTRACT 4 error table). Pure functions of (status, body, url): no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from . import errors as e
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+# HTTP status -> error class, for well-formed error bodies (CONTRACT 4 error table).
+_ERROR_BY_STATUS = {
+    400: e.InvalidRequest,
+    401: e.AuthError,
+    402: e.BillingRequired,
+    403: e.Forbidden,
+    404: e.RunNotFound,
+    409: e.Conflict,
+    422: e.InvalidRequest,
+}
+
+
+class Retryable(Exception):
+    """An attempt failed in a way worth another try; carries the error to raise at the end."""
+
+    def __init__(self, error: e.ContainersError, retry_after: float | None = None):
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+def parse_json(body: bytes, status: int, url: str):
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
+                                   status=status) from None
+
+
+def error_body(body: bytes) -> dict | None:
+    """The `error` object of a well-formed error body, or None."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str) \
+            and isinstance(error.get("message"), str):
+        return error
+    return None
+
+
+def error_for(status: int, body: bytes, url: str, retry_after: float | None,
+               run_path: bool = True):
+    """The typed error (or Retryable) for an answer outside the expected statuses."""
+    error = error_body(body)
+    code = error["code"] if error else None
+    extra = {}
+    if error:
+        extra = {k: error[k] for k in ("guidance", "url") if isinstance(error.get(k), str)}
+    if status >= 500 or (status == 429 and code != "quota_exhausted"):
+        message = error["message"] if error else f"HTTP {status}"
+        if status == 429:
+            failure = e.RateLimited(f"rate limited by {url}: {message}", status=status,
+                                    **extra)
+        else:
+            failure = e.ServerError(f"server error from {url} (HTTP {status}): {message}",
+                                    status=status, **extra)
+        return Retryable(failure, retry_after)
+    if error is None or status < 400:
+        return e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
+                                    status=status)
+    message = error["message"]
+    if status == 429:
+        return e.QuotaExhausted(message, status=status, **extra)
+    if status == 401:
+        cls = e.TokenExpired if code == "token_expired" else e.AuthError
+        how = f"Get a new token with: {e.TOKEN_COMMAND}"
+        server_says = extra.get("guidance")  # kept, but CONTRACT 4 wants the command too
+        if not server_says:
+            extra["guidance"] = how
+        elif "bus auth token" not in server_says:
+            extra["guidance"] = f"{server_says} {how}"
+        return cls(message, status=status, code=code, **extra)
+    if status == 403:
+        scope = error.get("scope")
+        if isinstance(scope, str) and scope not in message:
+            message += f" (needs scope '{scope}')"
+        cls = e.MissingScope if code == "insufficient_scope" else e.Forbidden
+        extra.setdefault("guidance", f"Get a token with the right scopes: {e.TOKEN_COMMAND}")
+        return cls(message, status=status, **extra)
+    if status == 404 and not run_path:
+        # Not a run that is missing: the endpoint itself is, so the URL is probably wrong.
+        return e.ApiError(f"{url} was not found (HTTP 404): {message}", status=status,
+                          guidance="Check the API URL (--api-url, $BUS_AI_API_URL).")
+    cls = _ERROR_BY_STATUS.get(status, e.ApiError)
+    return cls(message, status=status, code=code, **extra)
+
+
+def check_status(data, url: str, status: int) -> dict:
+    if not (isinstance(data, dict) and isinstance(data.get("status"), str)):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a status object",
+            status=status)
+    return data
+
+
+def check_run(data, url: str, status: int) -> dict:
+    if not (isinstance(data, dict) and isinstance(data.get("id"), str)
+            and isinstance(data.get("status"), str)):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a run object",
+            status=status)
+    return data
+
+
+def check_created_run(data, url: str, status: int) -> dict:
+    """A new run's id is what we poll (and what the user is told): it must be a valid id,
+    else a bad server answer would surface as a usage error (exit 2) of the user's."""
+    run = check_run(data, url, status)
+    if not RUN_ID_PATTERN.fullmatch(run["id"]):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a valid run id",
+            status=status)
+    return run
+
+
+def check_run_page(data, url: str, status: int) -> dict:
+    runs = data.get("runs") if isinstance(data, dict) else None
+    cursor = data.get("next_cursor") if isinstance(data, dict) else None
+    if not isinstance(runs, list) or not (cursor is None or isinstance(cursor, str)):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a list of runs",
+            status=status)
+    for run in runs:
+        check_run(run, url, status)
+    return data
+
+
+def parse_log_line(line: bytes, url: str) -> dict | None:
+    """One NDJSON line of the logs endpoint: an output chunk `{"stream", "offset", "data"}`,
+    the `{"event": "end", ...}` line, or None for blank lines and events we don't know
+    (the API may grow)."""
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):
+        event = None
+    if not isinstance(event, dict):
+        raise e.UnexpectedResponse(f"unexpected response from {url}: a log line is not JSON")
+    if event.get("event") == "end":
+        return event
+    if "data_b64" not in event:
+        return None
+    stream, offset, encoded = event.get("stream"), event.get("offset"), event.get("data_b64")
+    if (stream not in ("stdout", "stderr") or not isinstance(encoded, str)
+            or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0):
+        raise e.UnexpectedResponse(f"unexpected response from {url}: a malformed log line")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url}: a log line's data is not base64") from None
+    return {"stream": stream, "offset": offset, "data": data}
