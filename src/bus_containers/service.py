@@ -215,7 +215,10 @@ class ContainersClient:
                               timeout_seconds=timeout_seconds, wait=STREAM_PREFER_WAIT,
                               deadline=deadline)
         yield {"event": "created", "run": run}
-        if not is_finished(run):
+        # A run finished within the create call carries its output as text; only when that
+        # text is lossy (bytes that were not UTF-8 show as U+FFFD) are the exact bytes
+        # worth a second request.
+        if not is_finished(run) or _lossy(run):
             streamed = False
             try:
                 for event in self.iter_logs(run["id"], follow=True, deadline=deadline):
@@ -225,7 +228,8 @@ class ContainersClient:
             except e.ContainersError as error:
                 if error.status != 404 or streamed:
                     raise
-            run = self.wait_for_run(run["id"], deadline=deadline, on_poll=on_poll)
+            if not is_finished(run):
+                run = self.wait_for_run(run["id"], deadline=deadline, on_poll=on_poll)
         for name in ("stdout", "stderr"):
             if isinstance(run.get(name), str) and run[name]:
                 yield {"stream": name, "offset": None,
@@ -471,6 +475,11 @@ class ContainersClient:
             )) from None
         except requests.RequestException as exc:
             raise e.ConnectionFailed(f"request to {url} failed: {_short_reason(exc)}") from None
+
+
+def _lossy(run: dict) -> bool:
+    return any(isinstance(run.get(name), str) and "\ufffd" in run[name]
+               for name in ("stdout", "stderr"))
 
 
 def _unseen_part(chunk: dict, position: int) -> dict | None:

@@ -1,0 +1,96 @@
+"""CliRunner tests of the live-output commands: run (streamed), logs, wait, --rm."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.cli.helpers import BASE, error_body, run_obj
+
+
+def ndjson(*events) -> bytes:
+    return b"".join(json.dumps(ev).encode() + b"\n" for ev in events)
+
+
+def chunk(offset: int, data: bytes, stream: str = "stdout") -> dict:
+    return {"stream": stream, "offset": offset, "data_b64": base64.b64encode(data).decode()}
+
+
+def end(status="succeeded", exit_code=0) -> dict:
+    return {"event": "end", "status": status, "exit_code": exit_code}
+
+
+LOGS = BASE + "/runs/run_1/logs"
+
+
+def test_run_streams_to_the_matching_streams(cli, requests_mock):
+    requests_mock.post(BASE + "/runs", status_code=202, json=run_obj(status="running"))
+    requests_mock.get(LOGS, content=ndjson(chunk(0, b"out\n"), chunk(4, b"err\n", "stderr"),
+                                           end("failed", 9)))
+    result = cli("run", "--", "work")
+    assert result.exit_code == 9
+    assert result.stdout == "out\n"
+    assert "err\n" in result.stderr and "run_1" in result.stderr
+
+
+def test_run_rm_deletes_after_the_end(cli, requests_mock):
+    requests_mock.post(BASE + "/runs", status_code=201, json=run_obj(stdout="x"))
+    requests_mock.delete(BASE + "/runs/run_1", status_code=204)
+    result = cli("run", "--rm", "--", "work")
+    assert (result.exit_code, result.stdout) == (0, "x")
+    assert [r.method for r in requests_mock.request_history] == ["POST", "DELETE"]
+    assert "Removed run_1" in result.stderr
+
+
+def test_run_rm_and_detach_is_a_usage_error(cli, requests_mock):
+    result = cli("run", "--rm", "--detach", "--", "work")
+    assert result.exit_code == 2 and requests_mock.call_count == 0
+
+
+def test_run_json_rm_deletes_too(cli, requests_mock):
+    requests_mock.post(BASE + "/runs", status_code=201, json=run_obj(exit_code=0))
+    requests_mock.delete(BASE + "/runs/run_1", status_code=204)
+    result = cli("run", "--json", "--rm", "--", "work")
+    assert result.exit_code == 0 and json.loads(result.stdout)["id"] == "run_1"
+    assert requests_mock.last_request.method == "DELETE"
+
+
+def test_logs_human_and_json(cli, requests_mock):
+    requests_mock.get(LOGS, content=ndjson(chunk(0, b"a"), chunk(1, b"b", "stderr"), end()))
+    human = cli("logs", "run_1")
+    assert (human.exit_code, human.stdout) == (0, "a") and "b" in human.stderr
+    doc = json.loads(cli("logs", "--json", "run_1").stdout)
+    assert doc == {"id": "run_1", "finished": True, "status": "succeeded", "exit_code": 0,
+                   "next_offset": 2, "stdout": "a", "stderr": "b"}
+
+
+def test_logs_follow_and_offset_are_sent(cli, requests_mock):
+    requests_mock.get(LOGS, content=ndjson(end()))
+    cli("logs", "--follow", "--offset", "5", "run_1")
+    assert requests_mock.last_request.qs == {"follow": ["true"], "offset": ["5"]}
+
+
+@pytest.mark.parametrize("args", [["logs", "run_404"], ["wait", "run_404"]])
+def test_not_found_is_3(cli, requests_mock, args):
+    requests_mock.get(BASE + "/runs/run_404", status_code=404, json=error_body("not_found"))
+    requests_mock.get(BASE + "/runs/run_404/logs", status_code=404,
+                      json=error_body("not_found"))
+    assert cli(*args).exit_code == 3
+
+
+def test_wait_exits_with_the_runs_code(cli, requests_mock):
+    requests_mock.get(BASE + "/runs/run_1", [
+        {"json": run_obj(status="running")},
+        {"json": run_obj(status="failed", exit_code=7)},
+    ])
+    result = cli("wait", "run_1")
+    assert result.exit_code == 7 and result.stdout == ""
+    assert "\x1b[K" not in result.stderr  # no progress line when stderr is not a terminal
+
+
+def test_wait_timeout_is_124(cli, requests_mock):
+    requests_mock.get(BASE + "/runs/run_1", json=run_obj(status="running"))
+    result = cli("wait", "--timeout", "3", "run_1")
+    assert result.exit_code == 124 and "run_1" in result.stderr
