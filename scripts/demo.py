@@ -61,7 +61,7 @@ def stop_emulator(process: subprocess.Popen) -> None:
 def step(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     print(f"\n$ {shlex.join(argv)}", flush=True)
     result = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            capture_output=True)
     sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     if result.stdout and not result.stdout.endswith("\n"):

@@ -379,8 +379,12 @@ class ContainersClient:
                 if status not in expect:
                     raise error_for(status, body, url, retry_after,
                                     run_path=path.startswith("/runs/"))
-                data = None if shape is None else shape(parse_json(body, status, url), url,
-                                                        status)
+                data = None
+                if shape is not None:
+                    # A run's output can be tens of MB: the bytes are dropped once decoded,
+                    # so bytes, text and the parsed strings are never all alive at once.
+                    text, body = _json_text(body), None
+                    data = shape(parse_json(text, status, url), url, status)
                 return (data, retry_after) if with_retry_after else data
             except Retryable as failure:
                 self._before_retry(failure, attempt, deadline, method, url)
@@ -514,6 +518,15 @@ def _short_reason(exc: Exception) -> str:
         if marker in text:
             text = text.split(marker, 1)[1]
     return text.strip("()'\" ")[:200] or type(exc).__name__
+
+
+def _json_text(body: bytes) -> str | bytes:
+    """The body decoded exactly as `json.loads(body)` would decode it, or the bytes
+    themselves when they do not decode (for `parse_json` to reject as before)."""
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return body
 
 
 def _read_body(response, url: str) -> bytes:
