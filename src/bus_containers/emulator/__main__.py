@@ -1,0 +1,135 @@
+"""`bus-containers-emulator serve|token`: the local stand-in for the container-runner API."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .. import __version__
+
+DEFAULT_PORT = 8080
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("bus-containers-emulator"))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return port
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bus-containers-emulator",
+        description="Local emulator of the AI Platform container-runner API "
+                    "(a development tool, not a security boundary).")
+    parser.add_argument("--version", action="version",
+                        version=f"bus-containers-emulator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the API")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0 picks a free port")
+    serve.add_argument("--state-dir", type=Path, help="secret, default account, config")
+    serve.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
+    serve.add_argument("--faults", type=Path, help='JSON file {"faults": [...]} loaded at start')
+    token = sub.add_parser("token", help="print a token signed by this emulator's secret")
+    token.add_argument("--sub", required=True, help="the account id (JWT sub)")
+    token.add_argument("--scope", default=None, help="space-separated scopes (default: all)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--state-dir", type=Path)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    state_dir = args.state_dir or default_state_dir()
+    try:
+        if args.command == "token":
+            return _token(args, state_dir)
+        return _serve(args, state_dir)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"bus-containers-emulator: {message}", file=sys.stderr)
+    return code
+
+
+def _token(args: argparse.Namespace, state_dir: Path) -> int:
+    from .tokens import ALL_SCOPES, MAX_TTL, TokenAuthority
+
+    if not 1 <= args.ttl <= MAX_TTL:
+        return _fail(f"--ttl must be from 1 to {MAX_TTL}")
+    if not args.sub.strip():
+        return _fail("--sub must not be empty")
+    try:
+        authority = TokenAuthority(state_dir)
+    except OSError as e:
+        return _fail(f"cannot use state dir {state_dir}: {e.strerror or e}")
+    scope = " ".join((args.scope if args.scope is not None else ALL_SCOPES).split())
+    print(authority.issue(args.sub, scope, args.ttl))
+    return 0
+
+
+def _serve(args: argparse.Namespace, state_dir: Path) -> int:
+    from .app import EmulatorApp
+    from .config import ConfigError, load_config
+    from .errors import ApiError
+    from .server import build_server, url_of
+
+    config_path = args.config
+    if config_path is None and (state_dir / "emulator.toml").is_file():
+        config_path = state_dir / "emulator.toml"
+    try:
+        config = load_config(config_path)
+        app = EmulatorApp(state_dir, config)
+    except ConfigError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"cannot use state dir {state_dir}: {e.strerror or e}")
+    if args.faults is not None:
+        try:
+            app.faults.add(json.loads(args.faults.read_text()).get("faults"))
+        except (OSError, ValueError, AttributeError) as e:
+            return _fail(f"cannot read faults file {args.faults}: {e}")
+        except ApiError as e:
+            return _fail(f"faults file {args.faults}: {e.message}")
+    atexit.register(app.shutdown)  # also on an unexpected exit: no child outlives us
+    try:
+        server = build_server(app, args.host, args.port)
+    except OSError as e:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}", 1)
+    except (ValueError, OverflowError, UnicodeError) as e:  # e.g. an unusable host name
+        return _fail(f"cannot listen on {args.host}:{args.port}: {e}")
+
+    def stop(signum, frame) -> None:
+        # serve_forever runs in this (main) thread: shutdown() must come from another one.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"listening on {url_of(server)}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)  # a prompt exit on SIGTERM
+    finally:
+        server.server_close()
+        app.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The WSGI application: routing, authentication, the API handlers, JSON errors, logging."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from .. import __version__
+from . import faults as faults_mod
+from . import logs, validate
+from .config import Config
+from .errors import ApiError, invalid, not_found
+from .model import FINISHED
+from .runner import Runner
+from .store import RunStore, decode_cursor, encode_cursor
+from .tokens import ALL_SCOPES, GUIDANCE, MAX_TTL, Claims, TokenAuthority, default_account
+
+API = "/api/v1/containers"
+# Bound the attempts table: paths carry run ids, and a long soak must not grow memory.
+MAX_ATTEMPT_KEYS = 10_000
+# The same patterns as TokenRequest in openapi.yaml: the server refuses exactly what the
+# document refuses (schemathesis checks both directions).
+_SCOPES = re.compile(r"^[!-~]{1,128}( [!-~]{1,128})*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Handler = Callable[..., Response]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
+
+
+def error_response(e: ApiError) -> Response:
+    return json_response(e.body(), e.status, e.headers)
+
+
+def is_loopback(addr: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address((addr or "").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+class EmulatorApp:
+    def __init__(self, state_dir: Path, config: Config, *, log: Callable[[str], None] | None
+                 = None):
+        self.config = config
+        self.tokens = TokenAuthority(state_dir)
+        self.default_sub = default_account(state_dir)
+        self.store = RunStore(config)
+        self.runner = Runner(self.store.on_finished)
+        self.faults = faults_mod.FaultSet()
+        self.stopping = threading.Event()
+        self._log = log or _stderr_log
+        self._counter_lock = threading.Lock()
+        self._requests = 0
+        self._attempts: Counter[str] = Counter()
+        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(rf"^{API}/status$"), {"GET": self.status}),
+            (re.compile(rf"^{API}/openapi\.yaml$"), {"GET": self.openapi}),
+            (re.compile(rf"^{API}/runs$"), {"GET": self.list_runs, "POST": self.create_run}),
+            (re.compile(rf"^{API}/runs/([^/]+)$"),
+             {"GET": self.get_run, "DELETE": self.delete_run}),
+            (re.compile(rf"^{API}/runs/([^/]+)/logs$"), {"GET": self.run_logs}),
+            (re.compile(r"^/api/v1/auth/token$"), {"POST": self.issue_token}),
+        ]
+        # Imported here to keep the admin module out of the API's import graph otherwise.
+        from .admin import admin_routes
+
+        self._routes += admin_routes(self)
+
+    # -- WSGI entry -----------------------------------------------------------------
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        started = time.monotonic()
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "") or "/"
+        request_id = "req_" + secrets.token_hex(8)
+        outcome: dict[str, Any] = {"status": "-"}
+
+        def start(status: str, headers: list, exc_info=None):
+            outcome["status"] = status.split(" ", 1)[0]
+            headers = [*headers, ("X-Request-Id", request_id)]
+            return start_response(status, headers, exc_info)
+
+        app: Callable = self.dispatch
+        if not path.startswith("/_emulator/"):
+            self._count(method, path)
+            rule = self.faults.take(method, path)
+            if rule is not None:
+                app = faults_mod.apply(rule, self.dispatch, self._sleep)
+        try:
+            body = app(environ, start)
+        except ConnectionError:
+            body = []
+            outcome["status"] = "dropped"
+
+        def done(error: BaseException | None) -> None:
+            ms = (time.monotonic() - started) * 1000
+            status = "dropped" if isinstance(error, ConnectionError) else outcome["status"]
+            self._log(f"{method} {_printable(path)} {status} {ms:.1f}ms")
+
+        return _Logged(body, done)
+
+    def _count(self, method: str, path: str) -> None:
+        key = f"{method} {path}"
+        with self._counter_lock:
+            self._requests += 1
+            if key in self._attempts or len(self._attempts) < MAX_ATTEMPT_KEYS:
+                self._attempts[key] += 1
+
+    def counters(self, reset: bool = False) -> tuple[int, dict[str, int]]:
+        with self._counter_lock:
+            out = self._requests, dict(self._attempts)
+            if reset:
+                self._requests = 0
+                self._attempts.clear()
+            return out
+
+    def _sleep(self, seconds: float) -> None:
+        self.stopping.wait(seconds)  # a shutdown cuts delays short
+
+    def dispatch(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self._route(request)
+        except ApiError as e:
+            response = error_response(e)
+        except Exception:  # a bug: never an HTML page, never a dead connection
+            self._log("internal error:\n" + traceback.format_exc().rstrip())
+            response = error_response(ApiError(500, "internal", "internal emulator error"))
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response(environ, start_response)
+
+    def _route(self, request: Request) -> Response:
+        path = request.path
+        for pattern, methods in self._routes:
+            m = pattern.match(path)
+            if m is None:
+                continue
+            method = request.method
+            handler = methods.get("GET" if method == "HEAD" else method)
+            if handler is None:
+                allow = ", ".join(sorted(methods))
+                raise ApiError(405, "method_not_allowed",
+                               f"{method} is not allowed on {_printable(path)}",
+                               headers={"Allow": allow})
+            return handler(request, *m.groups())
+        raise not_found(f"no such endpoint: {_printable(path)}")
+
+    # -- auth -----------------------------------------------------------------------
+    def auth(self, request: Request, scope: str) -> Claims:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "this call needs a bearer token",
+                           guidance=GUIDANCE,
+                           headers={"WWW-Authenticate": 'Bearer realm="bus-containers"'})
+        try:
+            claims = self.tokens.verify(token.strip())
+        except ApiError as e:
+            e.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            raise
+        if scope not in claims.scopes:
+            raise ApiError(403, "insufficient_scope",
+                           f"this call needs the scope {scope}, which the token does not carry",
+                           guidance=GUIDANCE, scope=scope,
+                           headers={"WWW-Authenticate":
+                                    f'Bearer error="insufficient_scope", scope="{scope}"'})
+        return claims
+
+    def owned_run(self, claims: Claims, run_id: str):
+        # Malformed ids, traversal attempts and other accounts' runs all look the same: 404.
+        run = self.store.get(claims.sub, run_id) if validate.RUN_ID.match(run_id) else None
+        if run is None:
+            raise not_found(f"no run {_printable(run_id)} in this account")
+        return run
+
+    # -- API handlers ---------------------------------------------------------------
+    def status(self, request: Request) -> Response:
+        self.auth(request, "container:read")
+        if self.stopping.is_set():
+            return json_response({"status": "unavailable", "message": "shutting down",
+                                  "version": __version__})
+        return json_response({"status": "ready",
+                              "message": "bus-containers local emulator: runs execute on "
+                                         "this machine",
+                              "version": __version__})
+
+    def openapi(self, request: Request) -> Response:
+        text = resources.files(__package__).joinpath("openapi.yaml").read_bytes()
+        return Response(text, 200, mimetype="application/yaml")
+
+    def create_run(self, request: Request) -> Response:
+        claims = self.auth(request, "container:run")
+        body = validate.read_json(request, self.config.limits.max_body_bytes)
+        spec = validate.run_spec(body, self.config)
+        key = validate.idempotency_key(request)
+        wait = validate.prefer_wait(request)
+        if self.stopping.is_set() or self.runner.stopping:
+            raise ApiError(503, "unavailable", "the emulator is shutting down",
+                           headers={"Retry-After": "5"})
+        billing_url = f"{request.host_url.rstrip('/')}/billing"
+        run, created = self.store.create(claims.sub, spec, key, billing_url)
+        if created:
+            self.runner.start(run, self.config.profiles[spec.profile])
+        headers = {"Location": f"{API}/runs/{run.id}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        if wait:
+            seconds = min(wait, self.config.limits.max_wait_seconds)
+            run.wait_finished(seconds)
+            headers["Preference-Applied"] = f"wait={seconds:g}"
+        if run.finished:
+            return json_response(run.to_json(), 201, headers)
+        headers["Retry-After"] = "1"
+        return json_response(run.to_json(), 202, headers)
+
+    def list_runs(self, request: Request) -> Response:
+        claims = self.auth(request, "container:read")
+        limit, cursor, status = validate.list_query(request)
+        seq = decode_cursor(cursor) if cursor is not None else None
+        runs, next_seq = self.store.page(claims.sub, limit, seq, status)
+        return json_response({"runs": [r.to_json() for r in runs],
+                              "next_cursor": encode_cursor(next_seq) if next_seq else None})
+
+    def get_run(self, request: Request, run_id: str) -> Response:
+        claims = self.auth(request, "container:read")
+        return json_response(self.owned_run(claims, run_id).to_json())
+
+    def delete_run(self, request: Request, run_id: str) -> Response:
+        claims = self.auth(request, "container:delete")
+        run = self.owned_run(claims, run_id)
+        if run.status not in FINISHED:
+            self.runner.cancel(run)
+        self.store.remove(claims.sub, run_id)
+        return Response(status=204)
+
+    def run_logs(self, request: Request, run_id: str) -> Response:
+        claims = self.auth(request, "container:read")
+        run = self.owned_run(claims, run_id)
+        follow = validate.flag(request.args.get("follow"), "follow")
+        offset = validate.non_negative_int(request.args.get("offset"), "offset")
+        lines = logs.stream(run, offset, follow, self.stopping,
+                            request.environ.get("werkzeug.socket"))
+        return Response(lines, 200, mimetype="application/x-ndjson",
+                        headers={"X-Accel-Buffering": "no"}, direct_passthrough=True)
+
+    def issue_token(self, request: Request) -> Response:
+        if not is_loopback(request.remote_addr):
+            raise ApiError(403, "forbidden", "tokens are only issued to loopback clients")
+        body = validate.read_json(request, self.config.limits.max_body_bytes,
+                                  allow_empty=True)
+        if not isinstance(body, dict):
+            raise invalid("the request body must be a JSON object")
+        scope = body.get("scope", ALL_SCOPES)
+        if not isinstance(scope, str) or not _SCOPES.match(scope):
+            raise invalid("scope must be scopes separated by single spaces, e.g. "
+                          f'"{ALL_SCOPES}"')
+        sub = body.get("sub", self.default_sub)
+        sub = validate.clean_str(sub, "sub", max_len=256)
+        if _CONTROL.search(sub):
+            raise invalid("sub must not contain control characters")
+        ttl = validate.as_int(body.get("ttl", 3600))
+        if ttl is None or not 1 <= ttl <= MAX_TTL:
+            raise invalid(f"ttl must be an integer from 1 to {MAX_TTL}")
+        token = self.tokens.issue(sub, scope, ttl)
+        return json_response({"token": token, "token_type": "Bearer", "expires_in": ttl,
+                              "sub": sub, "scope": scope})
+
+    # -- lifecycle ------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop everything this app started; safe to call more than once."""
+        self.stopping.set()
+        self.runner.shutdown()
+        for run in self.store.active_runs():
+            run.finish("cancelled", None)
+
+
+class _Logged:
+    """The response body, with a callback when the server is done with it (log line)."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[BaseException | None], None]):
+        self._body = body
+        self._done = done
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def __iter__(self):
+        try:
+            yield from self._body
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._done(self._error)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    # Paths come from clients: keep log lines one line each and readable.
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _stderr_log(line: str) -> None:
+    try:
+        sys.stderr.write(time.strftime("%H:%M:%S ") + line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr closed: logging must never break a request

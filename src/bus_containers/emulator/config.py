@@ -1,0 +1,161 @@
+"""Emulator configuration: profiles, plans, accounts and limits, from a TOML file.
+
+Everything has a built-in default that allows reasonable use, so the emulator runs with no
+config file at all. A config file only overrides what it names; unknown keys are errors,
+because a typo in a quota silently ignored would make a test pass for the wrong reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or invalid; the message says where."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    output_cap_bytes: int = MiB
+    retention_seconds: float = 24 * 3600
+    max_body_bytes: int = MiB
+    max_wait_seconds: float = 60
+    # The seed endpoint builds runs in memory; bound it so a typo cannot eat the machine.
+    max_seed: int = 200_000
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    default_timeout_seconds: int = 600
+    max_timeout_seconds: int = 3600
+    cpu_seconds: int = 3600
+    memory_bytes: int = 4 * GiB
+    file_size_bytes: int = 1 * GiB
+    max_processes: int = 256
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    billing: bool = True
+    runs_per_period: int | None = None  # None: unlimited
+    period_seconds: float = 3600
+    concurrent_runs: int | None = 32  # None: unlimited
+
+
+@dataclass(frozen=True)
+class Config:
+    limits: Limits = field(default_factory=Limits)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    plans: dict[str, Plan] = field(default_factory=dict)
+    accounts: dict[str, str] = field(default_factory=dict)  # sub -> plan name
+    default_plan: str = "default"
+
+    def plan_for(self, sub: str) -> Plan:
+        return self.plans[self.accounts.get(sub, self.default_plan)]
+
+
+BUILTIN_PROFILES = {
+    "codex": Profile("codex", default_timeout_seconds=600, max_timeout_seconds=3600),
+    "default": Profile("default", default_timeout_seconds=300, max_timeout_seconds=3600),
+}
+BUILTIN_PLANS = {"default": Plan("default")}
+
+
+def default_config() -> Config:
+    return Config(profiles=dict(BUILTIN_PROFILES), plans=dict(BUILTIN_PLANS))
+
+
+def load_config(path: Path | None) -> Config:
+    """Read `path` (TOML) over the built-in defaults; None means defaults only."""
+    if path is None:
+        return default_config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    _check_keys("top level", data, {"emulator", "profiles", "plans", "accounts", "defaults"})
+    limits = _build(Limits, "[emulator]", _table(data, "emulator"), {})
+    profiles = dict(BUILTIN_PROFILES)
+    for name, table in _table(data, "profiles").items():
+        base = profiles.get(name, Profile(name))
+        profiles[name] = _build(Profile, f"[profiles.{name}]", _as_table(name, table), base)
+    plans = dict(BUILTIN_PLANS)
+    for name, table in _table(data, "plans").items():
+        base = plans.get(name, Plan(name))
+        plans[name] = _build(Plan, f"[plans.{name}]", _as_table(name, table), base)
+    accounts: dict[str, str] = {}
+    for sub, table in _table(data, "accounts").items():
+        table = _as_table(sub, table)
+        _check_keys(f'[accounts."{sub}"]', table, {"plan"})
+        accounts[sub] = _plan_name(table.get("plan"), plans, f'[accounts."{sub}"] plan')
+    defaults = _table(data, "defaults")
+    _check_keys("[defaults]", defaults, {"plan"})
+    default_plan = _plan_name(defaults.get("plan", "default"), plans, "[defaults] plan")
+    return Config(limits, profiles, plans, accounts, default_plan)
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return _as_table(key, data.get(key, {}))
+
+
+def _as_table(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a table")
+    return value
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+
+
+def _plan_name(value: Any, plans: dict[str, Plan], where: str) -> str:
+    if not isinstance(value, str) or value not in plans:
+        raise ConfigError(f"{where}: unknown plan {value!r} (known: {', '.join(sorted(plans))})")
+    return value
+
+
+def _build(cls: type, where: str, table: dict[str, Any], base: Any) -> Any:
+    """A `cls` from `base` (or defaults) with the table's values, each type-checked."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "name"}
+    _check_keys(where, table, set(fields))
+    values = {}
+    for key, value in table.items():
+        kind = fields[key].type
+        ok = isinstance(value, bool) if kind == "bool" else (
+            isinstance(value, (int, float) if "float" in kind else int)
+            and not isinstance(value, bool)
+            and value > 0
+        )
+        if not ok:
+            expected = "true or false" if kind == "bool" else "a positive number"
+            raise ConfigError(f"{where} {key} must be {expected}, not {value!r}")
+        values[key] = value
+    if base == {}:
+        return cls(**values)
+    return dataclasses.replace(base, **values)

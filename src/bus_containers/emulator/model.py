@@ -1,0 +1,135 @@
+"""One run: its state, its captured output, and how it is shown in the API."""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+STATUSES = ("queued", "starting", "running", *sorted(FINISHED))
+MERGE_BYTES = 65536
+
+
+def new_run_id() -> str:
+    return "run_" + secrets.token_hex(12)
+
+
+def rfc3339(t: float | None) -> str | None:
+    if t is None:
+        return None
+    dt = datetime.fromtimestamp(t, timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a client asked for, normalised: also the idempotency fingerprint."""
+
+    profile: str
+    command: tuple[str, ...]
+    timeout_seconds: int
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(eq=False)
+class Run:
+    id: str
+    owner: str
+    seq: int
+    spec: RunSpec
+    created_at: float
+    status: str = "queued"
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    output_cap: int = 1024 * 1024
+    truncated: bool = False
+    # Combined output, in arrival order: (stream, offset, bytes); `offsets` mirrors the
+    # offsets so the logs endpoint finds a starting chunk by bisection. Consecutive writes
+    # to one stream are merged up to MERGE_BYTES, so a program writing a byte at a time
+    # does not cost a tuple per byte (readers address bytes, not chunks, so that is safe).
+    chunks: list[tuple[str, int, bytearray]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    captured: int = 0
+    # Notified on new output and on finish: the logs endpoint and Prefer: wait sleep on it.
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def add_output(self, stream: str, data: bytes) -> None:
+        """Keep `data` up to the cap; past it, drop the bytes and flag the truncation."""
+        with self.cond:
+            room = self.output_cap - self.captured
+            if len(data) > room:
+                self.truncated = True
+                data = data[:max(room, 0)]
+            if data:
+                last = self.chunks[-1] if self.chunks else None
+                if last is not None and last[0] == stream and len(last[2]) < MERGE_BYTES:
+                    last[2].extend(data)
+                else:
+                    self.chunks.append((stream, self.captured, bytearray(data)))
+                    self.offsets.append(self.captured)
+                self.captured += len(data)
+            self.cond.notify_all()
+
+    def set_running(self) -> None:
+        with self.cond:
+            self.status = "running"
+            self.started_at = time.time()
+            self.cond.notify_all()
+
+    def finish(self, status: str, exit_code: int | None) -> None:
+        with self.cond:
+            if self.finished:
+                return
+            self.status = status
+            self.exit_code = exit_code
+            self.finished_at = time.time()
+            self.cond.notify_all()
+
+    def wait_finished(self, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.finished, timeout=timeout)
+
+    def chunks_from(self, offset: int) -> tuple[list[tuple[str, int, bytes]], bool]:
+        """Output from byte `offset` on (a chunk split if needed), and whether it is final."""
+        with self.cond:
+            i = bisect.bisect_right(self.offsets, offset) - 1
+            out = []
+            for stream, start, data in self.chunks[max(i, 0):]:
+                if start + len(data) <= offset:
+                    continue
+                skip = max(offset - start, 0)
+                out.append((stream, start + skip, bytes(data[skip:])))
+            return out, self.finished
+
+    def output(self, stream: str) -> bytes:
+        # Derived from the chunks rather than kept twice: output is the bulk of memory.
+        with self.cond:
+            return b"".join(data for name, _, data in self.chunks if name == stream)
+
+    def to_json(self) -> dict[str, Any]:
+        with self.cond:
+            return {
+                "id": self.id,
+                "status": self.status,
+                "profile": self.spec.profile,
+                "command": list(self.spec.command),
+                "exit_code": self.exit_code,
+                "stdout": self.output("stdout").decode("utf-8", errors="replace"),
+                "stderr": self.output("stderr").decode("utf-8", errors="replace"),
+                "output_truncated": self.truncated,
+                "created_at": rfc3339(self.created_at),
+                "started_at": rfc3339(self.started_at),
+                "finished_at": rfc3339(self.finished_at),
+                "timeout_seconds": self.spec.timeout_seconds,
+            }

@@ -1,0 +1,159 @@
+"""Request parsing: JSON bodies, run specs, query parameters. Every refusal is a 4xx."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request
+
+from .config import Config
+from .errors import ApiError, invalid
+from .model import STATUSES, RunSpec
+
+RUN_ID = re.compile(r"^run_[0-9a-f]{24}$")
+_PREFER_WAIT = re.compile(r'(?:^|[,;\s])wait\s*=\s*"?([0-9]{1,9}(?:\.[0-9]+)?)"?', re.I)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_ENV_NAME = re.compile(r"^[^=\x00]+$")
+MAX_COMMAND_ARGS = 4096
+MAX_ENV = 1024
+
+
+def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    try:
+        data = request.stream.read(limit + 1)
+    except HTTPException:  # client went away mid-body, bad chunked encoding, ...
+        raise invalid("the request body could not be read") from None
+    if len(data) > limit:
+        raise _too_large(limit)
+    if not data.strip() and allow_empty:
+        return {}
+    mimetype = request.mimetype
+    if data and mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"the request body must be application/json, not {mimetype}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise invalid("the request body is not valid JSON (UTF-8)") from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the request body is over {limit} bytes",
+                    headers={"Connection": "close"})
+
+
+def clean_str(value: Any, what: str, *, empty_ok: bool = False, max_len: int = 65536) -> str:
+    """A string that can reach argv/env: no NUL, encodable, bounded."""
+    if not isinstance(value, str):
+        raise invalid(f"{what} must be a string")
+    if not value and not empty_ok:
+        raise invalid(f"{what} must not be empty")
+    if "\x00" in value:
+        raise invalid(f"{what} must not contain NUL characters")
+    if len(value) > max_len:
+        raise invalid(f"{what} is longer than {max_len} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(f"{what} is not valid Unicode") from None
+    return value
+
+
+def run_spec(body: Any, config: Config) -> RunSpec:
+    """The run a POST /runs body asks for. Fields other than the four known are ignored
+    (account ids included: the owner is the token's `sub`)."""
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    profile_name = clean_str(body.get("profile"), "profile", max_len=128)
+    profile = config.profiles.get(profile_name)
+    command = body.get("command")
+    if not isinstance(command, list) or not command:
+        raise invalid("command must be a non-empty list of strings")
+    if len(command) > MAX_COMMAND_ARGS:
+        raise invalid(f"command has more than {MAX_COMMAND_ARGS} arguments")
+    argv = tuple(clean_str(a, "each command argument", empty_ok=True) for a in command)
+    env = body.get("env", {})
+    if not isinstance(env, dict) or len(env) > MAX_ENV:
+        raise invalid(f"env must be an object of at most {MAX_ENV} string values")
+    pairs = []
+    for k, v in env.items():
+        clean_str(k, "each env name", max_len=1024)
+        if not _ENV_NAME.match(k):
+            raise invalid("env names must not contain '='")
+        pairs.append((k, clean_str(v, f"env {k!r}", empty_ok=True)))
+    if profile is None:
+        known = ", ".join(sorted(config.profiles))
+        raise ApiError(400, "unknown_profile", f"unknown profile {profile_name!r}",
+                       guidance=f"Use one of: {known}.")
+    if "timeout_seconds" not in body:
+        timeout = profile.default_timeout_seconds
+    else:
+        timeout = as_int(body["timeout_seconds"])
+    if timeout is None or timeout <= 0:
+        raise invalid("timeout_seconds must be a positive integer")
+    elif timeout > profile.max_timeout_seconds:
+        raise invalid(f"timeout_seconds is over the profile's maximum "
+                      f"({profile.max_timeout_seconds})")
+    return RunSpec(profile_name, argv, timeout, tuple(sorted(pairs)))
+
+
+def as_int(value: Any) -> int | None:
+    """An integer as JSON Schema sees it (5 and 5.0 alike), else None; never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    return key
+
+
+def prefer_wait(request: Request) -> float | None:
+    """Seconds from `Prefer: wait=N` (RFC 7240); other preferences are ignored."""
+    m = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return float(m.group(1)) if m else None
+
+
+def list_query(request: Request) -> tuple[int, str | None, str | None]:
+    args = request.args
+    raw = args.get("limit")
+    limit = 20
+    if raw is not None:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 100:
+            raise invalid("limit must be an integer from 1 to 100")
+        limit = int(raw)
+    status = args.get("status")
+    if status is not None and status not in STATUSES:
+        raise invalid(f"status must be one of {', '.join(STATUSES)}")
+    return limit, args.get("cursor"), status
+
+
+def flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    if value in ("true", "false"):
+        return value == "true"
+    raise invalid(f"{name} must be true or false")
+
+
+def non_negative_int(value: str | None, name: str) -> int:
+    if value is None:
+        return 0
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        raise invalid(f"{name} must be a non-negative integer")
+    return int(value)

@@ -1,0 +1,208 @@
+"""In-process unit tests of the emulator's parts (no subprocess, no socket unless noted)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from werkzeug.test import Client
+
+from bus_containers.emulator import config as cfg
+from bus_containers.emulator.app import EmulatorApp, is_loopback
+from bus_containers.emulator.errors import ApiError
+from bus_containers.emulator.faults import FaultSet
+from bus_containers.emulator.model import Run, RunSpec
+from bus_containers.emulator.server import serve_in_thread
+from bus_containers.emulator.store import RunStore, decode_cursor, encode_cursor
+from bus_containers.emulator.tokens import TokenAuthority
+
+
+@pytest.fixture
+def app(tmp_path):
+    application = EmulatorApp(tmp_path, cfg.default_config(), log=lambda _: None)
+    yield application
+    application.shutdown()
+
+
+# -- config ----------------------------------------------------------------------------------
+
+def test_default_config_has_codex_and_default_profiles_and_a_default_plan():
+    c = cfg.load_config(None)
+    assert {"codex", "default"} <= set(c.profiles)
+    plan = c.plan_for("anyone")
+    assert plan.billing and plan.runs_per_period is None
+
+
+def test_config_overrides_merge_over_builtins():
+    c = cfg.parse_config({
+        "emulator": {"output_cap_bytes": 10, "retention_seconds": 0.5},
+        "profiles": {"codex": {"max_timeout_seconds": 5}, "gpu": {"cpu_seconds": 2}},
+        "plans": {"free": {"billing": False}, "pro": {"runs_per_period": 3}},
+        "accounts": {"u1": {"plan": "free"}},
+        "defaults": {"plan": "pro"},
+    })
+    assert c.limits.output_cap_bytes == 10 and c.limits.retention_seconds == 0.5
+    assert c.profiles["codex"].max_timeout_seconds == 5
+    assert c.profiles["codex"].default_timeout_seconds == 600  # untouched
+    assert c.profiles["gpu"].cpu_seconds == 2
+    assert c.plan_for("u1").name == "free" and c.plan_for("u2").name == "pro"
+
+
+@pytest.mark.parametrize("data", [
+    {"extra": {}},
+    {"emulator": {"output_cap_bytes": 1.5}},
+    {"emulator": {"output_cap_bytes": True}},
+    {"emulator": []},
+    {"profiles": {"x": {"cpu_seconds": 0}}},
+    {"plans": {"x": {"billing": 1}}},
+    {"accounts": {"a": {"plan": "nope"}}},
+    {"accounts": {"a": {"plan": "default", "x": 1}}},
+    {"defaults": {"plan": "nope"}},
+])
+def test_invalid_config_is_a_config_error(data):
+    with pytest.raises(cfg.ConfigError):
+        cfg.parse_config(data)
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+def test_token_roundtrip_and_scopes(tmp_path):
+    authority = TokenAuthority(tmp_path)
+    claims = authority.verify(authority.issue("s1", "container:read x:y", 60))
+    assert claims.sub == "s1" and claims.scopes == {"container:read", "x:y"}
+    assert TokenAuthority(tmp_path).verify(authority.issue("s1")).sub == "s1"  # same secret
+
+
+@pytest.mark.parametrize("token", ["", "a", "a.b.c", "a.b", "...", "\x00", "ü.ü.ü",
+                                   "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."])
+def test_garbage_tokens_are_401(tmp_path, token):
+    with pytest.raises(ApiError) as e:
+        TokenAuthority(tmp_path).verify(token)
+    assert e.value.status == 401
+
+
+# -- store -----------------------------------------------------------------------------------
+
+def test_cursor_roundtrip_and_validation():
+    assert decode_cursor(encode_cursor(42)) == 42
+    for bad in ("", "c", "42", "c-1", "c1x", "C1", "c" + "1" * 19):
+        with pytest.raises(ApiError):
+            decode_cursor(bad)
+
+
+def test_paging_10000_runs_is_fast():
+    store = RunStore(cfg.default_config())
+    ids = store.seed("a", 10_000, "succeeded", "codex", 0)
+    store.seed("b", 100, "succeeded", "codex", 0)
+    started = time.perf_counter()
+    seen, cursor = [], None
+    while True:
+        runs, cursor = store.page("a", 100, cursor, None)
+        seen += [r.id for r in runs]
+        if cursor is None:
+            break
+    assert time.perf_counter() - started < 1.0
+    assert seen == ids[::-1]
+
+
+def test_retention_and_idempotency_in_the_store():
+    now = [1000.0]
+    config = cfg.parse_config({"emulator": {"retention_seconds": 10}})
+    store = RunStore(config, clock=lambda: now[0])
+    spec = RunSpec("codex", ("true",), 5)
+    run, created = store.create("a", spec, "k", "http://x/billing")
+    assert created
+    assert store.create("a", spec, "k", "u") == (run, False)
+    with pytest.raises(ApiError) as e:
+        store.create("a", RunSpec("codex", ("false",), 5), "k", "u")
+    assert e.value.status == 422
+    run.finish("succeeded", 0)
+    store.on_finished(run)
+    now[0] += 5
+    assert store.get("a", run.id) is run
+    now[0] = run.finished_at + 11
+    assert store.get("a", run.id) is None
+    # the key went with the run: the same key now makes a new run
+    assert store.create("a", spec, "k", "u")[1] is True
+
+
+# -- run output --------------------------------------------------------------------------------
+
+def test_chunks_merge_split_and_cap():
+    run = Run("run_x", "a", 1, RunSpec("codex", ("x",), 1), 0.0, output_cap=10)
+    for b in b"abc":
+        run.add_output("stdout", bytes([b]))
+    run.add_output("stderr", b"DE")
+    run.add_output("stdout", b"fghijkl")
+    assert run.truncated and run.captured == 10
+    assert [(s, o, bytes(d)) for s, o, d in run.chunks] == [
+        ("stdout", 0, b"abc"), ("stderr", 3, b"DE"), ("stdout", 5, b"fghij")]
+    assert run.chunks_from(4)[0] == [("stderr", 4, b"E"), ("stdout", 5, b"fghij")]
+    assert run.chunks_from(10)[0] == []
+    assert run.output("stdout") == b"abcfghij"
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+def test_fault_rules_match_in_order_and_are_consumed():
+    faults = FaultSet()
+    faults.add([{"action": "html", "method": "GET", "path_prefix": "/a", "count": 2},
+                {"action": "drop"}])
+    assert faults.take("POST", "/a").action == "drop"
+    assert faults.take("GET", "/a/b").action == "html"
+    assert faults.take("GET", "/a").action == "html"
+    assert faults.take("GET", "/a") is None
+    assert faults.pending() == []
+
+
+# -- loopback-only endpoints -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("addr", "expected"), [
+    ("127.0.0.1", True), ("127.5.6.7", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("10.0.0.1", False), ("192.168.1.1", False), ("::ffff:10.0.0.1", False), ("", False),
+    ("garbage", False), (None, False),
+])
+def test_is_loopback(addr, expected):
+    assert is_loopback(addr) is expected
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/_emulator/stats"), ("POST", "/_emulator/faults"), ("DELETE", "/_emulator/faults"),
+    ("POST", "/_emulator/seed"), ("POST", "/_emulator/accounts"), ("POST", "/api/v1/auth/token"),
+])
+def test_admin_and_token_endpoints_refuse_remote_clients(app, method, path):
+    client = Client(app)
+    r = client.open(path, method=method, json={}, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert r.status_code == 403
+    assert r.get_json()["error"]["code"] == "forbidden"
+
+
+def test_serve_in_thread_helper(tmp_path):
+    import requests
+
+    with serve_in_thread(tmp_path) as handle:
+        token = handle.app.tokens.issue("me")
+        r = requests.get(handle.url + "/api/v1/containers/status",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.json()["status"] == "ready"
+        r = requests.post(handle.url + "/api/v1/containers/runs", timeout=10,
+                          headers={"Authorization": f"Bearer {token}", "Prefer": "wait=10"},
+                          json={"profile": "codex", "command": ["printf", "hi"]})
+        assert r.status_code == 201 and r.json()["stdout"] == "hi"
+
+
+def test_malformed_http_gets_a_json_error(tmp_path):
+    import socket
+    from urllib.parse import urlsplit
+
+    with serve_in_thread(tmp_path) as handle:
+        u = urlsplit(handle.url)
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 431 " in head.split(b"\r\n")[0]
+    assert json.loads(body)["error"]["code"] == "invalid_request"
