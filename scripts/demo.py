@@ -58,18 +58,18 @@ def stop_emulator(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def step(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def step(argv: list[str], env: dict[str, str]) -> str:
+    """Run one command as typed; show its stdout and stderr interleaved as a terminal would."""
     print(f"\n$ {shlex.join(argv)}", flush=True)
     result = subprocess.run([str(BIN / argv[0]), *argv[1:]], env=env, text=True,
-                            capture_output=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sys.stdout.write(result.stdout)
-    sys.stdout.write(result.stderr)
     if result.stdout and not result.stdout.endswith("\n"):
         print()
     sys.stdout.flush()
     if result.returncode != 0:
         raise SystemExit(f"demo: `{shlex.join(argv)}` exited with {result.returncode}")
-    return result
+    return result.stdout
 
 
 def main() -> int:
@@ -87,7 +87,7 @@ def main() -> int:
         step(["bus", "containers", "status"], env)
         ran = step(["bus", "containers", "run", "--profile", "codex", "--",
                     "sh", "-c", "printf OK"], env)
-        run_id = re.search(r"\brun_[A-Za-z0-9_-]+", ran.stderr)
+        run_id = re.search(r"\brun_[A-Za-z0-9_-]+", ran)
         if not run_id:
             raise SystemExit("demo: the run id was not shown")
         step(["bus", "containers", "runs"], env)
