@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args, state_dir)
     except KeyboardInterrupt:
         return 130
+    except ImportError as exc:
+        if exc.name not in ("werkzeug", "jwt", "tomli"):
+            raise
+        # Installed without the extra: say how to get it, not a traceback.
+        return _fail(f"the emulator needs {exc.name}, which comes with the extra: "
+                     "pip install 'bus-containers[emulator]'", code=1)
 
 
 def _fail(message: str, code: int = 2) -> int:
