@@ -63,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:
-        if exc.name not in ("werkzeug", "jwt", "tomli"):
+        missing = (exc.name or "").split(".")[0]
+        if missing not in ("werkzeug", "jwt", "tomli"):
             raise
         # Installed without the extra: say how to get it, not a traceback.
-        return _fail(f"the emulator needs {exc.name}, which comes with the extra: "
+        return _fail(f"the emulator needs {missing}, which comes with the extra: "
                      "pip install 'bus-containers[emulator]'", code=1)
 
 
