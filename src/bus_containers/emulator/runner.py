@@ -4,6 +4,11 @@ Each run gets a thread that starts the process in its own session (so the whole 
 group can be killed), in a fresh temp dir, with a scrubbed environment and rlimits, then
 multiplexes its stdout/stderr pipes with a selector until the process and its group are
 gone. No shell is involved: the command is an argv list.
+
+When the emulator runs as root (CI, containers), each command runs as an unprivileged user
+(`nobody`, else uid/gid 65534) with no supplementary groups: it cannot read the state dir
+(0700, the token secret 0600, both root's) nor the emulator's /proc entries (environ, fds,
+memory). As any other user, commands run as that user: see docs/emulator.md.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import resource
 import selectors
 import shutil
@@ -29,6 +35,23 @@ READ_SIZE = 65536
 # After the main process exits and its group is killed, how long to wait for the pipes to
 # reach EOF: only a process that escaped the group (setsid) can hold them open that long.
 DRAIN_GRACE = 2.0
+RUN_USER = "nobody"
+NOBODY_ID = 65534
+
+
+def run_identity() -> tuple[int, int] | None:
+    """(uid, gid) that commands run as: an unprivileged user when we are root, else None
+    (commands then run as the emulator's own user; they cannot drop to another one)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(RUN_USER)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        uid = gid = NOBODY_ID
+    if uid == 0 or gid == 0:  # a broken passwd must not turn the drop into a no-op
+        uid = gid = NOBODY_ID
+    return uid, gid
 
 
 class Runner:
@@ -40,6 +63,7 @@ class Runner:
         self._temp_dirs: set[str] = set()
         self.processes_started = 0
         self.stopping = False
+        self.identity = run_identity()
 
     # -- public ---------------------------------------------------------------------
     def start(self, run: Run, profile: Profile) -> None:
@@ -89,6 +113,8 @@ class Runner:
             tmp = tempfile.mkdtemp(prefix="bus-emulator-run-")
             with self._lock:
                 self._temp_dirs.add(tmp)
+            if self.identity is not None:
+                os.chown(tmp, *self.identity)  # still 0700: only the run's user gets in
             status, code = self._run_process(run, profile, tmp)
         except Exception as e:  # a bug here must still end the run, not leave it running
             run.add_output("stderr", f"bus-containers-emulator: internal error: {e}\n".encode())
@@ -108,7 +134,12 @@ class Runner:
     def _run_process(self, run: Run, profile: Profile, tmp: str) -> tuple[str, int | None]:
         env = {"PATH": SAFE_PATH, "HOME": tmp, "LANG": "C.UTF-8", "TMPDIR": tmp}
         env.update(run.spec.env)
-        limits = _rlimits(profile)
+        limits = _rlimits(profile, self.identity)
+        drop: dict = {}
+        if self.identity is not None:
+            # setgroups([]), setregid, setreuid in the child before exec (and before the
+            # rlimits are applied), done by _posixsubprocess: no Python code after fork.
+            drop = {"user": self.identity[0], "group": self.identity[1], "extra_groups": []}
         with self._lock, run.cond:
             # Checked under both locks so a cancel or shutdown can't slip in before spawn.
             if self.stopping or run.cancel_requested:
@@ -117,7 +148,7 @@ class Runner:
                 proc = subprocess.Popen(
                     list(run.spec.command), cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                    start_new_session=True, preexec_fn=_apply_limits(limits))
+                    start_new_session=True, preexec_fn=_apply_limits(limits), **drop)
             except OSError as e:
                 code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
                 reason = e.strerror or str(e)
@@ -225,7 +256,8 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
-def _rlimits(profile: Profile) -> list[tuple[int, int]]:
+def _rlimits(profile: Profile, identity: tuple[int, int] | None = None
+             ) -> list[tuple[int, int]]:
     limits = [
         (resource.RLIMIT_CPU, profile.cpu_seconds),
         (resource.RLIMIT_FSIZE, profile.file_size_bytes),
@@ -235,10 +267,11 @@ def _rlimits(profile: Profile) -> list[tuple[int, int]]:
     # ranges they never touch, which RLIMIT_AS would refuse; DATA counts what is writable.
     limits.append((getattr(resource, "RLIMIT_DATA", resource.RLIMIT_AS), profile.memory_bytes))
     nproc = getattr(resource, "RLIMIT_NPROC", None)
-    if nproc is not None and os.getuid() != 0:
+    uid = identity[0] if identity is not None else os.getuid()
+    if nproc is not None and uid != 0:
         # RLIMIT_NPROC counts every process of the user, not only this run's, so it is set
         # relative to what the user already runs. Root ignores it: skip it there.
-        limits.append((nproc, _user_process_count() + profile.max_processes))
+        limits.append((nproc, _user_process_count(uid) + profile.max_processes))
     out = []
     for which, value in limits:
         soft, hard = resource.getrlimit(which)
@@ -258,8 +291,7 @@ def _apply_limits(limits: list[tuple[int, int]]):
     return apply
 
 
-def _user_process_count() -> int:
-    uid = os.getuid()
+def _user_process_count(uid: int) -> int:
     try:
         entries = os.listdir("/proc")
     except OSError:

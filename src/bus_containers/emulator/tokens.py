@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 import uuid
@@ -21,8 +22,17 @@ MAX_TTL = 30 * 24 * 3600
 
 
 def ensure_state_dir(state_dir: Path) -> Path:
+    """The state dir, created 0700; an existing one of ours open to others is closed to
+    0700 (it holds the token secret; runs execute as another user when we are root)."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private(state_dir, 0o700)
     return state_dir
+
+
+def _private(path: Path, mode: int) -> None:
+    st = path.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, mode)
 
 
 def read_or_create(path: Path, make: str) -> str:
@@ -63,6 +73,7 @@ class TokenAuthority:
     def __init__(self, state_dir: Path):
         ensure_state_dir(state_dir)
         self._secret = read_or_create(state_dir / "jwt-secret", secrets.token_hex(32))
+        _private(state_dir / "jwt-secret", 0o600)
 
     def issue(self, sub: str, scope: str = ALL_SCOPES, ttl: int = 3600) -> str:
         now = int(time.time())
@@ -96,15 +107,22 @@ class TokenAuthority:
         return Claims(sub, _scopes(claims))
 
 
+# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), separated by SP.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
 def _scopes(claims: dict) -> frozenset[str]:
-    # `scope` (space-separated, RFC 8693) or `scp` (a list), as the client reads them.
+    """`scope` (space-separated, RFC 8693) or `scp` (a list). Parsed strictly: only ASCII
+    spaces separate, and a word with other characters (tabs, NBSP or other Unicode
+    spaces, lookalike letters) grants nothing, rather than being split or normalised into
+    a scope the token was not meant to carry."""
     scope, scp = claims.get("scope"), claims.get("scp")
     words: list[str] = []
     if isinstance(scope, str):
-        words += scope.split()
+        words += scope.split(" ")
     if isinstance(scp, list):
         words += [w for w in scp if isinstance(w, str)]
-    return frozenset(words)
+    return frozenset(w for w in words if _SCOPE_TOKEN.fullmatch(w))
 
 
 def _unauthenticated(message: str) -> ApiError:
