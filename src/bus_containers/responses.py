@@ -28,10 +28,14 @@ _ERROR_BY_STATUS = {
 class Retryable(Exception):
     """An attempt failed in a way worth another try; carries the error to raise at the end."""
 
-    def __init__(self, error: e.ContainersError, retry_after: float | None = None):
+    def __init__(self, error: e.ContainersError, retry_after: float | None = None,
+                 answer_lost: bool = False):
         super().__init__(error.message)
         self.error = error
         self.retry_after = retry_after
+        # The request may have been carried out, only its answer lost (a connection cut
+        # after it was sent, a read timeout): a retry may find its effect already done.
+        self.answer_lost = answer_lost
 
 
 def parse_json(body: bytes, status: int, url: str):

@@ -185,13 +185,21 @@ class ContainersClient:
             wait = max(retry_after, POLL_MIN) if retry_after is not None else delay
             if immediate:
                 wait, immediate = 0.0, False
-            elif self._clock() + wait >= deadline:
-                raise self._still_running(run_id)
+            else:
+                # The last poll comes just before the deadline (leaving it POLL_MIN to be
+                # answered), not one backoff step early: the run gets the whole timeout.
+                left = deadline - self._clock() - POLL_MIN
+                if left <= 0:
+                    raise self._still_running(run_id)
+                wait = min(wait, left)
             if wait:
                 self._sleep(wait)
-            run, retry_after = self._call("GET", f"/runs/{run_id}", scope_of="wait",
-                                          deadline=deadline, shape=check_run,
-                                          with_retry_after=True)
+            try:
+                run, retry_after = self._call("GET", f"/runs/{run_id}", scope_of="wait",
+                                              deadline=deadline, shape=check_run,
+                                              with_retry_after=True)
+            except e.CommandTimeout:  # a poll that did not answer before the deadline
+                raise self._still_running(run_id) from None
             if on_poll is not None:
                 on_poll(run)
             if is_finished(run):
@@ -284,7 +292,7 @@ class ContainersClient:
     def delete_run(self, run_id: str) -> None:
         validate_run_id(run_id)
         self._call("DELETE", f"/runs/{run_id}", scope_of="delete", expect=(200, 202, 204),
-                   shape=None)
+                   shape=None, gone_means_done=True)
 
     def iter_logs(self, run_id: str, *, offset: int = 0, follow: bool = False,
                   deadline: float | None = None) -> Iterator[dict]:
@@ -365,17 +373,25 @@ class ContainersClient:
         return self._session
 
     def _call(self, method, path, *, scope_of, params=None, json_body=None, headers=None,
-              deadline=None, expect=(200,), shape=None, with_retry_after=False):
-        """One API call with retries. Returns the parsed body (and Retry-After if asked)."""
+              deadline=None, expect=(200,), shape=None, with_retry_after=False,
+              gone_means_done=False):
+        """One API call with retries. Returns the parsed body (and Retry-After if asked).
+
+        `gone_means_done` (DELETE): a 404 on a retry, after an attempt whose answer was
+        lost, is that attempt's own doing; the call succeeded."""
         self._check_token(scope_of)
         deadline = self._deadline(deadline)
         url = self.base_url + path
         attempt = 0
+        answer_lost = False
         while True:
             attempt += 1
             try:
                 status, body, retry_after = self._attempt(method, url, params, json_body,
                                                           headers, deadline, attempt)
+                if status == 404 and gone_means_done and answer_lost:
+                    log.debug("%s %s: 404 after a lost answer, taken as done", method, url)
+                    return (None, retry_after) if with_retry_after else None
                 if status not in expect:
                     raise error_for(status, body, url, retry_after,
                                     run_path=path.startswith("/runs/"))
@@ -387,6 +403,7 @@ class ContainersClient:
                     data = shape(parse_json(text, status, url), url, status)
                 return (data, retry_after) if with_retry_after else data
             except Retryable as failure:
+                answer_lost = answer_lost or failure.answer_lost
                 self._before_retry(failure, attempt, deadline, method, url)
 
     def _before_retry(self, failure: Retryable, attempt: int, deadline: float,
@@ -472,7 +489,15 @@ class ContainersClient:
                     raise self._timeout_error(url) from None
                 if idle_ok:
                     raise _Idle() from None
-                raise Retryable(e.ConnectionFailed(f"{url} did not answer in time")) from None
+                raise Retryable(e.ConnectionFailed(f"{url} did not answer in time"),
+                                answer_lost=True) from None
+            if _cut_after_connect(exc):
+                # Connected, then cut: the server (or a proxy) closed it before a full answer.
+                raise Retryable(e.ConnectionFailed(
+                    f"the connection to {url} broke before the answer was complete: "
+                    f"{_short_reason(exc)}",
+                    guidance="The server or a proxy closed the connection; try again later.",
+                ), answer_lost=True) from None
             raise Retryable(e.ConnectionFailed(
                 f"cannot reach {url}: {_short_reason(exc)}",
                 guidance="Check the API URL (--api-url) and that the server is running.",
@@ -511,8 +536,29 @@ def _is_read_timeout(exc: Exception) -> bool:
     return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
 
 
+def _cut_after_connect(exc: Exception) -> bool:
+    """The connection was made and the request sent, then the connection broke (aborted,
+    reset, closed without an answer, a body cut short): the request may have been done."""
+    import requests
+    from urllib3.exceptions import ProtocolError
+
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return True
+    return isinstance(exc.args[0] if exc.args else None, ProtocolError)
+
+
 def _short_reason(exc: Exception) -> str:
     """A one-line reason from a requests exception, without the nested repr noise."""
+    from urllib3.exceptions import ProtocolError
+
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, ProtocolError) and reason.args:
+        # ('Connection broken: IncompleteRead(...)', IncompleteRead(...)) and
+        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...')): the cause
+        inner = reason.args[-1]
+        text = str(inner) if isinstance(inner, BaseException) and str(inner) \
+            else str(reason.args[0])
+        return text[:200]
     text = str(exc.args[0]) if exc.args else type(exc).__name__
     for marker in ("Failed to establish a new connection: ", "Connection aborted.', "):
         if marker in text:

@@ -280,3 +280,88 @@ def test_poll_requests_are_retried_too(client, requests_mock, fake_clock, no_jit
     requests_mock.get(RUN_URL, [{"status_code": 503}, {"json": run_object()}])
     assert client.wait_for_run("run_abc")["status"] == "succeeded"
     assert fake_clock.sleeps == [0.5, 0.5]  # the poll interval, then one backoff
+
+
+# -- found by tests/faults (issue 5) ------------------------------------------------------
+def _cut(reason: str = "Remote end closed connection without response"):
+    from http.client import RemoteDisconnected
+
+    from urllib3.exceptions import ProtocolError
+
+    return requests.exceptions.ConnectionError(
+        ProtocolError("Connection aborted.", RemoteDisconnected(reason)))
+
+
+def test_delete_whose_answer_was_lost_then_404_is_deleted(client, requests_mock, fake_clock):
+    # The first DELETE was carried out but its answer lost; the retry finds the run gone.
+    requests_mock.delete(RUN_URL, [{"exc": _cut()},
+                                   {"status_code": 404, "json": error_body("not_found")}])
+    assert client.delete_run("run_abc") is None
+    assert requests_mock.call_count == 2
+
+
+@pytest.mark.parametrize("first", [
+    {"status_code": 503, "json": error_body("unavailable")},  # the server said: not done
+    {"exc": requests.exceptions.ConnectionError(
+        "Failed to establish a new connection: [Errno 111] Connection refused")},
+], ids=["503", "refused"])
+def test_delete_404_after_an_answered_failure_is_still_not_found(client, requests_mock,
+                                                                  fake_clock, first):
+    requests_mock.delete(RUN_URL, [first, {"status_code": 404,
+                                           "json": error_body("not_found")}])
+    with pytest.raises(e.RunNotFound):
+        client.delete_run("run_abc")
+
+
+def test_a_404_after_a_lost_answer_is_not_found_for_reads(client, requests_mock, fake_clock):
+    requests_mock.get(RUN_URL, [{"exc": _cut()},
+                                {"status_code": 404, "json": error_body("not_found")}])
+    with pytest.raises(e.RunNotFound):
+        client.get_run("run_abc")
+
+
+def test_a_connection_cut_mid_answer_says_so_without_repr_noise(client, requests_mock,
+                                                                fake_clock):
+    from urllib3.exceptions import IncompleteRead, ProtocolError
+
+    cut = IncompleteRead(56, 57)
+    requests_mock.get(BASE + "/status", exc=requests.exceptions.ChunkedEncodingError(
+        ProtocolError(f"Connection broken: {cut!r}", cut)))
+    with pytest.raises(e.ConnectionFailed) as info:
+        client.status()
+    message = info.value.message
+    assert message == (f"the connection to {BASE}/status broke before the answer was "
+                       "complete: IncompleteRead(56 bytes read, 57 more expected)")
+    assert "Check the API URL" not in info.value.guidance
+    requests_mock.get(BASE + "/status", exc=_cut())
+    with pytest.raises(e.ConnectionFailed) as info:
+        client.status()
+    assert info.value.message.endswith(": Remote end closed connection without response")
+
+
+def test_polling_uses_the_whole_timeout(make_client, requests_mock, fake_clock):
+    # Backoff 0.5, 1, 2, 4: the next step would pass the deadline; one last poll still
+    # comes just before it instead of giving up seconds early.
+    client = make_client(timeout=10)
+    requests_mock.get(RUN_URL, json=run_object(status="running"))
+    with pytest.raises(e.CommandTimeout) as info:
+        client.wait_for_run("run_abc")
+    assert info.value.run_id == "run_abc"
+    assert sum(fake_clock.sleeps) == pytest.approx(10 - service.POLL_MIN)
+    assert fake_clock.now <= 1000.0 + 10
+
+
+def test_a_poll_that_outlasts_the_deadline_names_the_run(make_client, requests_mock,
+                                                         fake_clock):
+    client = make_client(timeout=5)
+
+    def slow(request, context):
+        fake_clock.now += 5
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    requests_mock.post(BASE + "/runs", status_code=202, json=run_object(status="running"))
+    requests_mock.get(RUN_URL, text=slow)
+    with pytest.raises(e.CommandTimeout) as info:
+        client.run(["sleep", "100"])
+    assert info.value.run_id == "run_abc"
+    assert "bus containers delete run_abc" in info.value.guidance
