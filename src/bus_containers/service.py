@@ -332,6 +332,9 @@ class ContainersClient:
                             position = chunk["offset"] + len(chunk["data"])
                             failures = 0  # progress: a later drop starts a fresh count
                             yield chunk
+                        if self._clock() >= deadline:  # a run that never stops talking
+                            raise self._still_running(run_id) if follow else \
+                                self._timeout_error(url)
                 if not follow:
                     return
                 raise Retryable(e.ConnectionFailed(
@@ -433,7 +436,7 @@ class ContainersClient:
         with self._transport_errors(url, deadline):
             with self._send(method, url, params, json_body, headers, deadline,
                             attempt) as response:
-                body = _read_body(response, url)
+                body = _read_body(response, url, lambda: self._clock() > deadline)
                 return (response.status_code, body,
                         parse_retry_after(response.headers.get("Retry-After")))
 
@@ -575,13 +578,40 @@ def _json_text(body: bytes) -> str | bytes:
         return body
 
 
-def _read_body(response, url: str) -> bytes:
+def _read_body(response, url: str, expired: Callable[[], bool] = lambda: False) -> bytes:
     chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=1 << 20):
+    for chunk in _body_chunks(response):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise e.UnexpectedResponse(
                 f"unexpected response from {url} (HTTP {response.status_code}): the body "
                 f"is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
         chunks.append(chunk)
+        if expired():
+            # A server that drips its answer never trips a socket timeout: the command's
+            # own deadline is checked between reads.
+            raise e.CommandTimeout(f"the answer from {url} was still arriving at the "
+                                   "end of the timeout", guidance="Try again, or raise --timeout.")
     return b"".join(chunks)
+
+
+def _body_chunks(response) -> Iterator[bytes]:
+    """The body as it arrives, one socket read at a time where urllib3 allows it (so the
+    caller can check its deadline in between), with urllib3's errors mapped the way
+    requests maps them."""
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:  # urllib3 before 2.3
+        yield from response.iter_content(chunk_size=1 << 20)
+        return
+    import requests
+    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+
+    try:
+        while chunk := read1(1 << 20, decode_content=True):
+            yield chunk
+    except ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from None
+    except DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from None
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from None
