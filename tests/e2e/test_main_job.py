@@ -222,3 +222,32 @@ def test_a_broken_plugin_next_to_ours_does_not_break_bus_containers(emulator, tm
     assert by_name["containers"]["loaded"] is True
     assert by_name["broken"]["loaded"] is False
     assert "broken on purpose" in by_name["broken"]["error"]
+
+
+def test_20_cli_processes_at_once_for_3_accounts(emulator, tmp_path):
+    """Twenty `bus containers run` processes at once, from three accounts: every run is
+    accounted for, each visible only to its owner, and no process is left behind."""
+    import subprocess
+
+    from tests.support.cli import BIN
+
+    accounts = [account(emulator, tmp_path, f"acct{n}") for n in range(3)]
+    procs = []
+    for i in range(20):
+        env, _, _ = accounts[i % 3]
+        procs.append((i % 3, subprocess.Popen(
+            [str(BIN / "bus"), "containers", "run", "--json", "--", "sh", "-c", f"echo {i}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    created: dict[int, set[str]] = {0: set(), 1: set(), 2: set()}
+    for owner, proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+        created[owner].add(json.loads(out)["id"])
+    assert sum(len(ids) for ids in created.values()) == 20
+    for owner, (env, token, _) in enumerate(accounts):
+        listed = run_cli(["bus", "containers", "runs", "--json", "--limit", "100"], env=env,
+                         secrets=(token,))
+        assert {r["id"] for r in json.loads(listed.stdout)} == created[owner]
+    assert emulator.stats()["processes_running"] == 0
+    assert emulator.descendants() == {}
