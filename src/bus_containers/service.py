@@ -32,6 +32,7 @@ from .responses import (
 )
 from .settings import API_PATH
 from .token import SCOPE_BY_COMMAND, check_claims, read_claims
+from .transport import Idle, cut_after_connect, is_read_timeout, read_body, short_reason
 
 log = logging.getLogger("bus_containers")
 
@@ -50,7 +51,6 @@ STREAM_IDLE_TIMEOUT = 30.0  # a silent follow stream is reopened after this, not
 STREAM_PREFER_WAIT = 1  # seconds a streamed run may finish within its create call
 PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
 PAGE_SIZE = 100
-MAX_BODY_BYTES = 256 * 1024 * 1024  # a run's output can be large; a body past this is refused
 REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId")
 
 def validate_run_id(run_id: object) -> str:
@@ -317,7 +317,7 @@ class ContainersClient:
                         self._send("GET", url, params, None, headers, deadline, failures + 1,
                                    read_timeout=STREAM_IDLE_TIMEOUT) as response:
                     if response.status_code != 200:
-                        raise error_for(response.status_code, _read_body(response, url), url,
+                        raise error_for(response.status_code, read_body(response, url), url,
                                         parse_retry_after(response.headers.get("Retry-After")),
                                         run_path=True)
                     for line in response.iter_lines(chunk_size=1 << 16):
@@ -339,7 +339,7 @@ class ContainersClient:
                     return
                 raise Retryable(e.ConnectionFailed(
                     f"the output stream of {run_id} ended before the run did"))
-            except _Idle:
+            except Idle:
                 if self._clock() >= deadline:
                     raise self._still_running(run_id) from None
             except Retryable as failure:
@@ -436,7 +436,7 @@ class ContainersClient:
         with self._transport_errors(url, deadline):
             with self._send(method, url, params, json_body, headers, deadline,
                             attempt) as response:
-                body = _read_body(response, url, lambda: self._clock() > deadline)
+                body = read_body(response, url, lambda: self._clock() > deadline)
                 return (response.status_code, body,
                         parse_retry_after(response.headers.get("Retry-After")))
 
@@ -479,7 +479,7 @@ class ContainersClient:
     @contextlib.contextmanager
     def _transport_errors(self, url: str, deadline: float, idle_ok: bool = False):
         """Map requests' exceptions to ours: Retryable for what another try may fix,
-        CommandTimeout once the budget is spent, _Idle for a quiet follow stream."""
+        CommandTimeout once the budget is spent, Idle for a quiet follow stream."""
         import requests
 
         try:
@@ -487,26 +487,26 @@ class ContainersClient:
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
-            if _is_read_timeout(exc):
+            if is_read_timeout(exc):
                 if deadline - self._clock() <= 0.05:
                     raise self._timeout_error(url) from None
                 if idle_ok:
-                    raise _Idle() from None
+                    raise Idle() from None
                 raise Retryable(e.ConnectionFailed(f"{url} did not answer in time"),
                                 answer_lost=True) from None
-            if _cut_after_connect(exc):
+            if cut_after_connect(exc):
                 # Connected, then cut: the server (or a proxy) closed it before a full answer.
                 raise Retryable(e.ConnectionFailed(
                     f"the connection to {url} broke before the answer was complete: "
-                    f"{_short_reason(exc)}",
+                    f"{short_reason(exc)}",
                     guidance="The server or a proxy closed the connection; try again later.",
                 ), answer_lost=True) from None
             raise Retryable(e.ConnectionFailed(
-                f"cannot reach {url}: {_short_reason(exc)}",
+                f"cannot reach {url}: {short_reason(exc)}",
                 guidance="Check the API URL (--api-url) and that the server is running.",
             )) from None
         except requests.RequestException as exc:
-            raise e.ConnectionFailed(f"request to {url} failed: {_short_reason(exc)}") from None
+            raise e.ConnectionFailed(f"request to {url} failed: {short_reason(exc)}") from None
 
 
 def _lossy(run: dict) -> bool:
@@ -525,50 +525,6 @@ def _unseen_part(chunk: dict, position: int) -> dict | None:
     return chunk  # start > position: the server skipped bytes (e.g. past its output cap)
 
 
-class _Idle(Exception):
-    """A follow stream was silent for STREAM_IDLE_TIMEOUT: reconnect, it is not a failure."""
-
-
-def _is_read_timeout(exc: Exception) -> bool:
-    import requests
-    from urllib3.exceptions import ReadTimeoutError
-
-    if isinstance(exc, requests.ReadTimeout):
-        return True
-    # While a streamed body is read, requests wraps urllib3's read timeout in ConnectionError.
-    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
-
-
-def _cut_after_connect(exc: Exception) -> bool:
-    """The connection was made and the request sent, then the connection broke (aborted,
-    reset, closed without an answer, a body cut short): the request may have been done."""
-    import requests
-    from urllib3.exceptions import ProtocolError
-
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return True
-    return isinstance(exc.args[0] if exc.args else None, ProtocolError)
-
-
-def _short_reason(exc: Exception) -> str:
-    """A one-line reason from a requests exception, without the nested repr noise."""
-    from urllib3.exceptions import ProtocolError
-
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, ProtocolError) and reason.args:
-        # ('Connection broken: IncompleteRead(...)', IncompleteRead(...)) and
-        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...')): the cause
-        inner = reason.args[-1]
-        text = str(inner) if isinstance(inner, BaseException) and str(inner) \
-            else str(reason.args[0])
-        return text[:200]
-    text = str(exc.args[0]) if exc.args else type(exc).__name__
-    for marker in ("Failed to establish a new connection: ", "Connection aborted.', "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    return text.strip("()'\" ")[:200] or type(exc).__name__
-
-
 def _json_text(body: bytes) -> str | bytes:
     """The body decoded exactly as `json.loads(body)` would decode it, or the bytes
     themselves when they do not decode (for `parse_json` to reject as before)."""
@@ -576,42 +532,3 @@ def _json_text(body: bytes) -> str | bytes:
         return body.decode(json.detect_encoding(body), "surrogatepass")
     except (UnicodeDecodeError, LookupError):
         return body
-
-
-def _read_body(response, url: str, expired: Callable[[], bool] = lambda: False) -> bytes:
-    chunks, size = [], 0
-    for chunk in _body_chunks(response):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise e.UnexpectedResponse(
-                f"unexpected response from {url} (HTTP {response.status_code}): the body "
-                f"is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
-        chunks.append(chunk)
-        if expired():
-            # A server that drips its answer never trips a socket timeout: the command's
-            # own deadline is checked between reads.
-            raise e.CommandTimeout(f"the answer from {url} was still arriving at the "
-                                   "end of the timeout", guidance="Try again, or raise --timeout.")
-    return b"".join(chunks)
-
-
-def _body_chunks(response) -> Iterator[bytes]:
-    """The body as it arrives, one socket read at a time where urllib3 allows it (so the
-    caller can check its deadline in between), with urllib3's errors mapped the way
-    requests maps them."""
-    read1 = getattr(response.raw, "read1", None)
-    if read1 is None:  # urllib3 before 2.3
-        yield from response.iter_content(chunk_size=1 << 20)
-        return
-    import requests
-    from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
-
-    try:
-        while chunk := read1(1 << 20, decode_content=True):
-            yield chunk
-    except ProtocolError as exc:
-        raise requests.exceptions.ChunkedEncodingError(exc) from None
-    except DecodeError as exc:
-        raise requests.exceptions.ContentDecodingError(exc) from None
-    except ReadTimeoutError as exc:
-        raise requests.ConnectionError(exc) from None

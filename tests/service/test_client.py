@@ -302,9 +302,9 @@ def test_a_created_run_with_an_invalid_id_is_an_unexpected_response(client, requ
 
 
 def test_a_body_past_the_size_cap_is_refused(client, requests_mock, monkeypatch):
-    from bus_containers import service
+    from bus_containers import transport
 
-    monkeypatch.setattr(service, "MAX_BODY_BYTES", 1000)
+    monkeypatch.setattr(transport, "MAX_BODY_BYTES", 1000)
     requests_mock.get(RUN_URL, json=run_object(stdout="x" * 5000))
     with pytest.raises(e.UnexpectedResponse) as info:
         client.get_run("run_abc")
