@@ -118,3 +118,37 @@ def test_drop_mid_on_logs_cuts_the_stream_and_resume_gets_the_rest(emu):
     resume = got[0]["offset"] + len(base64.b64decode(got[0]["data_b64"]))
     rest = api.logs(run["id"], offset=resume)
     assert output_of(got) + output_of(rest) == b"abc"
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_many_idle_followers_cost_no_cpu_and_all_get_everything(emu):
+    """30 followers of a run that is silent for 2 s: they sleep on the run's condition
+    (no busy-waiting: the emulator uses almost no CPU meanwhile), then all get every byte."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = Api(emu)
+    r = api.post_run(["sh", "-c", "printf start; sleep 2; printf end"])
+    run_id = r.json()["id"]
+
+    def follow(_):
+        with api.get(f"/runs/{run_id}/logs", params={"follow": "true"}, stream=True) as resp:
+            return [json.loads(line) for line in resp.iter_lines() if line]
+
+    with ThreadPoolExecutor(30) as pool:
+        futures = [pool.submit(follow, i) for i in range(30)]
+        path = f"/api/v1/containers/runs/{run_id}/logs"
+        deadline = time.monotonic() + 10
+        while emu.attempts("GET", path) < 30:  # every follower attached: now measure
+            assert time.monotonic() < deadline, "the followers did not all attach"
+        before = _cpu_seconds(emu.proc.pid)
+        results = [f.result(timeout=30) for f in futures]
+        used = _cpu_seconds(emu.proc.pid) - before
+    for lines in results:
+        assert output_of(lines) == b"startend" and lines[-1]["event"] == "end"
+    assert used < 0.5, f"the emulator used {used:.2f} s of CPU for 30 idle followers"
