@@ -58,11 +58,12 @@ class Output:
             self.err.write(self._masked(json.dumps(error.to_dict())) + "\n")
             self.err.flush()
             return
-        text = f"Error: {error.message}"
+        # Messages may come from the server: no control sequence reaches the terminal.
+        text = f"Error: {_clean(error.message)}"
         if error.guidance:
-            text += f"\n{error.guidance}"
+            text += f"\n{_clean(error.guidance)}"
         if error.url:
-            text += f"\nSee {error.url}"
+            text += f"\nSee {_clean(error.url)}"
         print(self._masked(text), file=self.err, flush=True)
 
     # -- stdout --------------------------------------------------------------------------

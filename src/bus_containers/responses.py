@@ -81,7 +81,8 @@ def error_for(status: int, body: bytes, url: str, retry_after: float | None,
     if error is None or status < 400:
         return e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
                                     status=status)
-    message = error["message"]
+    # An empty message would print as a bare "Error:": say at least what came back.
+    message = error["message"].strip() or f"{url} answered HTTP {status} ({code or 'no code'})"
     if status == 429:
         return e.QuotaExhausted(message, status=status, **extra)
     if status == 401:

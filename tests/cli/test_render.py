@@ -169,3 +169,16 @@ def test_central_check_catches_an_account_id(cli, requests_mock, monkeypatch):
                         lambda self, data: requests.get(BASE + "/status?account_id=a"))
     with pytest.raises(AssertionError, match="account id"):
         cli("status")
+
+
+def test_server_messages_cannot_drive_the_terminal():
+    import io
+
+    from bus_containers.errors import ApiError
+    from bus_containers.render import Output
+
+    err = io.StringIO()
+    Output(err=err).error(ApiError("bad\x1b]0;pwned\x07 \x1b[2Jthing", guidance="\x1b[31mred",
+                                   url="http://x/\r"))
+    assert "\x1b" not in err.getvalue() and "\r" not in err.getvalue()
+    assert "bad" in err.getvalue() and "thing" in err.getvalue()

@@ -794,3 +794,13 @@ def test_client_works_with_a_given_session(fake_clock, requests_mock):
     requests_mock.get(BASE + "/status", json={"status": "ready"})
     assert client.status() == {"status": "ready"}
     assert client.base_url == BASE
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 409, 422, 429])
+def test_an_empty_server_message_still_says_what_came_back(status):
+    """Found by the parser fuzz on Python 3.10: an empty message printed a bare 'Error:'."""
+    from bus_containers.responses import error_for
+
+    body = b'{"error": {"code": "", "message": "  "}}'
+    got = error_for(status, body, RUN_URL, None, run_path=True)
+    assert f"HTTP {status}" in got.message
