@@ -6,10 +6,12 @@ progress line and an exit code. Kept out of cli.py so the commands stay thin.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
+from .errors import Interrupted
 from .render import Output
 from .service import ContainersClient, exit_code_for_run
-
-EXIT_DETACHED = 130
 
 
 def run_attached(client: ContainersClient, out: Output, command: list[str], *, profile: str,
@@ -17,40 +19,63 @@ def run_attached(client: ContainersClient, out: Output, command: list[str], *, p
     run_id = None
     finished = output_failed = False
     progress = out.progress()
+    events = client.follow_run(command, profile=profile, env=env,
+                               timeout_seconds=run_timeout, on_poll=progress.update)
     try:
-        for event in client.follow_run(command, profile=profile, env=env,
-                                       timeout_seconds=run_timeout, on_poll=progress.update):
+        # The create call may be held by the server for a second: a Ctrl-C then would lose
+        # the answer, and with it the id we must tell the user. So the first Ctrl-C waits
+        # for the answer (a second one does not).
+        with _first_interrupt_deferred() as interrupted:
+            created = next(events)["run"]
+        run_id = created["id"]
+        out.message(f"Run {run_id} (profile {created.get('profile', profile)})")
+        if interrupted:
+            raise KeyboardInterrupt
+        progress.start(str(created.get("status", "queued")))
+        for event in events:
             kind = event.get("event")
-            if kind == "created":
-                run_id = event["run"]["id"]
-                out.message(f"Run {run_id} (profile {event['run'].get('profile', profile)})")
-                progress.start(str(event["run"].get("status", "queued")))
-            elif kind == "end":
+            if kind == "end":
                 progress.stop()
                 finished = True
                 return _report_end(out, run_id, event)
-            else:
-                progress.stop()  # output to show: the progress line goes for good
-                try:
-                    out.chunk(event["stream"], event["data"])
-                except OSError:
-                    output_failed = True
-                    raise
+            progress.stop()  # output to show: the progress line goes for good
+            try:
+                out.chunk(event["stream"], event["data"])
+            except OSError:
+                output_failed = True
+                raise
         return 1  # the stream ended without an end event: the service raises before this
     except KeyboardInterrupt:
-        progress.stop()
-        if run_id is None:
-            raise
-        out.warning(f"Detached from run {run_id}; it keeps running.\n"
-                    f"Follow it:  bus containers logs --follow {run_id}\n"
-                    f"Delete it:  bus containers delete {run_id}")
-        return EXIT_DETACHED
+        raise Interrupted.detached(run_id) from None
     finally:
         progress.stop()
+        events.close()
         # --rm: once the run is over, or when our own output broke (nobody will read the
         # rest). Never after a detach or a CLI timeout: the user was told it keeps going.
         if remove and run_id and (finished or output_failed):
             _remove(client, out, run_id)
+
+
+@contextlib.contextmanager
+def _first_interrupt_deferred():
+    """Inside: the first SIGINT is only counted (the yielded list grows); the second raises
+    KeyboardInterrupt as usual. Outside the main thread signals can't be caught: no-op."""
+    count: list[int] = []
+
+    def remember(signum, frame):
+        if count:
+            raise KeyboardInterrupt
+        count.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, remember)
+    except ValueError:
+        yield count
+        return
+    try:
+        yield count
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _report_end(out: Output, run_id: str, end: dict) -> int:

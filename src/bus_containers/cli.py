@@ -142,7 +142,9 @@ def execute(ctx: click.Context, command: str, options: dict, action) -> None:
         output.error(error)
         code = error.exit_code
     except KeyboardInterrupt:
-        output.warning("Interrupted.")
+        from .errors import Interrupted
+
+        output.error(Interrupted("interrupted"))
         code = EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, like a tool killed by SIGPIPE.
@@ -278,8 +280,15 @@ def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
 
             return run_attached(client, out, list(command), profile=profile, env=env,
                                 run_timeout=run_timeout, remove=remove)
-        finished = client.run(list(command), profile=profile, env=env,
-                              timeout_seconds=run_timeout)
+        created: list[str] = []
+        try:
+            finished = client.run(list(command), profile=profile, env=env,
+                                  timeout_seconds=run_timeout,
+                                  on_created=lambda run: created.append(run["id"]))
+        except KeyboardInterrupt:
+            from .errors import Interrupted
+
+            raise Interrupted.detached(created[0] if created else None) from None
         out.document(finished)
         if remove:
             client.delete_run(finished["id"])
@@ -333,6 +342,11 @@ def wait(ctx, run_id, **options):
         progress.start("waiting")
         try:
             run = client.wait_for_run(run_id, immediate=True, on_poll=progress.update)
+        except KeyboardInterrupt:
+            from .errors import Interrupted
+
+            raise Interrupted(f"stopped waiting for run {run_id}; it keeps running",
+                              guidance=f"Wait again:  bus containers wait {run_id}") from None
         finally:
             progress.stop()
         code = exit_code_for_run(run)

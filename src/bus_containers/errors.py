@@ -16,6 +16,7 @@ class ContainersError(Exception):
 
     exit_code = 1
     code = "error"
+    label = "Error"  # how a human sees it start: "Error: <message>"
 
     def __init__(
         self,
@@ -152,3 +153,21 @@ class CommandTimeout(ContainersError):
     def __init__(self, message: str, *, run_id: str | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.run_id = run_id
+
+
+# -- exit 130: Ctrl-C ------------------------------------------------------------------
+class Interrupted(ContainersError):
+    """Ctrl-C. When a run exists, it keeps going: the message names it."""
+
+    exit_code = 130
+    code = "interrupted"
+    label = None
+
+    @classmethod
+    def detached(cls, run_id: str | None) -> Interrupted:
+        if run_id is None:
+            return cls("interrupted before the server answered: a run may have been created",
+                       guidance="See your runs with: bus containers runs --status running")
+        return cls(f"Detached from run {run_id}; it keeps running.",
+                   guidance=f"Follow it:  bus containers logs --follow {run_id}\n"
+                            f"Delete it:  bus containers delete {run_id}")

@@ -94,3 +94,42 @@ def test_wait_timeout_is_124(cli, requests_mock):
     requests_mock.get(BASE + "/runs/run_1", json=run_obj(status="running"))
     result = cli("wait", "--timeout", "3", "run_1")
     assert result.exit_code == 124 and "run_1" in result.stderr
+
+
+def _interrupt(*_args, **_kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_waiting_names_the_run_in_json(cli, requests_mock, monkeypatch):
+    from bus_containers import service
+
+    monkeypatch.setattr(service.ContainersClient, "wait_for_run", _interrupt)
+    result = cli("wait", "--json", "run_1")
+    assert result.exit_code == 130
+    error = json.loads(result.stderr)["error"]
+    assert error["code"] == "interrupted" and error["exit_code"] == 130
+    assert "run_1" in error["message"] and "bus containers wait run_1" in error["guidance"]
+
+
+def test_ctrl_c_during_a_json_run_names_the_run(cli, requests_mock, monkeypatch):
+    from bus_containers import service
+
+    def created_then_interrupted(self, command, **kwargs):
+        kwargs["on_created"]({"id": "run_7"})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service.ContainersClient, "run", created_then_interrupted)
+    result = cli("run", "--json", "--", "sleep", "9")
+    assert result.exit_code == 130 and result.stdout == ""
+    error = json.loads(result.stderr)["error"]
+    assert "run_7" in error["message"]
+    assert "bus containers logs --follow run_7" in error["guidance"]
+
+
+def test_ctrl_c_before_the_answer_says_a_run_may_exist(cli, requests_mock, monkeypatch):
+    from bus_containers import service
+
+    monkeypatch.setattr(service.ContainersClient, "run", _interrupt)
+    result = cli("run", "--json", "--", "sleep", "9")
+    error = json.loads(result.stderr)["error"]
+    assert result.exit_code == 130 and "may have been created" in error["message"]

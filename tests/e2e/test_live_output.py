@@ -186,3 +186,23 @@ def test_progress_line_on_a_terminal_never_in_a_pipe(emulator, tmp_path):
 
     piped = run_cli(["bus", "containers", "wait", run_id], env=env, secrets=(token,))
     assert piped.code == 0 and "\x1b[K" not in piped.stderr and "\r" not in piped.stderr
+
+
+def test_ctrl_c_while_the_create_call_is_held_still_names_the_run(emulator, tmp_path):
+    """The create call may be held a second (Prefer: wait): a Ctrl-C then still gets the
+    run's id once the answer arrives, and the run keeps going."""
+    env, token, _ = account(emulator, tmp_path)
+    proc = spawn(["bus-containers", "run", "--", "sh", "-c", "sleep 3"], env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = "/api/v1/containers/runs"
+    deadline = time.monotonic() + 10
+    while emulator.attempts("POST", path) < 1:  # the create call is on its way
+        assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
+    assert f"bus containers delete {run_id}" in text and "Traceback" not in text
+    shown = run_cli(["bus-containers", "show", "--json", run_id], env=env, secrets=(token,))
+    assert json.loads(shown.stdout)["status"] in ("running", "succeeded")
