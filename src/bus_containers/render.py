@@ -6,6 +6,7 @@ stdout carries results only; messages, warnings and errors go to stderr (CONTRAC
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -23,6 +24,16 @@ def _clean(value: object) -> str:
     return _CONTROL.sub("?", text)
 
 
+def _value_text(value: object) -> str:
+    """A field's value as a reader expects it: JSON words (true, null), JSON for nested
+    values, plain text for strings."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        import json
+
+        return _clean(json.dumps(value, ensure_ascii=False))
+    return _clean(value)
+
+
 def _command_text(command: object) -> str:
     if isinstance(command, list) and all(isinstance(part, str) for part in command):
         return shlex.join(command)
@@ -37,6 +48,14 @@ class Output:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     redact: str | None = None  # the token: masked in every message, as a last line of defence
+
+    def __post_init__(self) -> None:
+        # A closed stream (`2>&-`) is None in Python; print(file=None) would write to
+        # stdout, mixing messages into results. Such output goes nowhere instead.
+        if self.out is None:
+            self.out = open(os.devnull, "w")  # lives as long as the command
+        if self.err is None:
+            self.err = open(os.devnull, "w")
 
     def _masked(self, text: str) -> str:
         return text.replace(self.redact, "***") if self.redact else text
@@ -59,9 +78,10 @@ class Output:
             self.err.flush()
             return
         # Messages may come from the server: no control sequence reaches the terminal.
-        text = f"Error: {_clean(error.message)}"
+        label = getattr(error, "label", "Error")
+        text = f"{label}: {_clean(error.message)}" if label else _clean(error.message)
         if error.guidance:
-            text += f"\n{_clean(error.guidance)}"
+            text += "\n" + "\n".join(_clean(line) for line in error.guidance.split("\n"))
         if error.url:
             text += f"\nSee {_clean(error.url)}"
         print(self._masked(text), file=self.err, flush=True)
@@ -116,12 +136,14 @@ class Output:
             return self.document(run)
         known = ("id", "status", "profile", "command", "exit_code", "created_at",
                  "started_at", "finished_at", "output_truncated")
-        lines = [f"{'ID' if k == 'id' else k.replace('_', ' ').capitalize()}:".ljust(14)
-                 + (_command_text(run.get(k)) if k == "command" else _clean(run.get(k)))
-                 for k in known]
         # Fields a newer API added: kept and shown, never dropped.
-        lines += [f"{_clean(k)}:".ljust(14) + _clean(v) for k, v in run.items()
-                  if k not in known and k not in ("stdout", "stderr")]
+        extra = [k for k in run if k not in known and k not in ("stdout", "stderr")]
+        labels = {k: "ID" if k == "id" else k.replace("_", " ").capitalize() for k in known}
+        labels.update({k: _clean(k) for k in extra})  # as the API names them, for --json users
+        width = max(len(label) for label in labels.values()) + 2
+        lines = [f"{labels[k]}:".ljust(width)
+                 + (_command_text(run.get(k)) if k == "command" else _value_text(run.get(k)))
+                 for k in (*known, *extra)]
         for name in ("stdout", "stderr"):
             text = run.get(name)
             if isinstance(text, str) and text:

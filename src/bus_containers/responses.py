@@ -38,11 +38,28 @@ class Retryable(Exception):
         self.answer_lost = answer_lost
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str | bytes):
+    """json.loads, but NaN, Infinity and numbers too big for a float are errors: they are
+    not JSON (RFC 8259), and `--json` must print only what a JSON parser accepts."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
 def parse_json(body: bytes, status: int, url: str):
     if not body:
         return None
     try:
-        return json.loads(body)
+        return strict_json(body)
     except (ValueError, RecursionError):
         raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
                                    status=status) from None
@@ -51,7 +68,7 @@ def parse_json(body: bytes, status: int, url: str):
 def error_body(body: bytes) -> dict | None:
     """The `error` object of a well-formed error body, or None."""
     try:
-        data = json.loads(body) if body else None
+        data = strict_json(body) if body else None
     except (ValueError, RecursionError):
         return None
     error = data.get("error") if isinstance(data, dict) else None
@@ -156,7 +173,7 @@ def parse_log_line(line: bytes, url: str) -> dict | None:
     if not line.strip():
         return None
     try:
-        event = json.loads(line)
+        event = strict_json(line)
     except (ValueError, RecursionError):
         event = None
     if not isinstance(event, dict):

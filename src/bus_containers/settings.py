@@ -152,6 +152,9 @@ def resolve_token(
 ) -> tuple[str, str]:
     """(token, where it came from). Raises TokenFileError / TokenMissing (exit 4)."""
     if token_file is not None:
+        if not str(token_file).strip():
+            raise TokenFileError("--token-file was given an empty path",
+                                 guidance=f"Get a token with: {TOKEN_COMMAND}")
         path = Path(token_file)
         token = _read_token_file(path, warn)
         if not token:

@@ -49,12 +49,13 @@ def read_claims(token: str) -> dict:
 def token_scopes(claims: dict) -> set[str] | None:
     """The granted scopes, or None when the token carries neither `scope` nor `scp`."""
     if isinstance(claims.get("scope"), str):
-        return set(claims["scope"].split())
+        # RFC 6749: scopes are separated by spaces, and nothing else (the server agrees).
+        return {word for word in claims["scope"].split(" ") if word}
     scp = claims.get("scp")
     if isinstance(scp, list):
         return {s for s in scp if isinstance(s, str)}
     if isinstance(scp, str):
-        return set(scp.split())
+        return {word for word in scp.split(" ") if word}
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -96,8 +97,9 @@ def test_run_detail_shows_unknown_fields_and_output():
     output, out, _ = make()
     output.run_detail(run_obj("r1", stdout="a\nb\n", stderr="", gpu={"count": 1}))
     text = out.getvalue()
-    assert text.startswith("ID:           r1\n")
-    assert "gpu:" in text and "count" in text
+    assert re.match(r"ID: +r1\n", text)
+    assert re.search(r"\ngpu: +\{\"count\": 1\}\n", text)  # JSON, not a Python repr
+    assert re.search(r"\nOutput truncated: false\n", text)  # labels never run into values
     assert "--- stdout ---\na\nb\n" in text
     assert "--- stderr ---" not in text
 
@@ -182,3 +184,12 @@ def test_server_messages_cannot_drive_the_terminal():
                                    url="http://x/\r"))
     assert "\x1b" not in err.getvalue() and "\r" not in err.getvalue()
     assert "bad" in err.getvalue() and "thing" in err.getvalue()
+
+
+def test_closed_stderr_never_sends_messages_to_stdout():
+    """`cmd 2>&-` leaves sys.stderr None; print(file=None) would write to stdout."""
+    out = io.StringIO()
+    output = render.Output(out=out, err=None)
+    output.error(RunNotFound("no run x"))
+    output.message("hello")
+    assert out.getvalue() == ""

@@ -805,3 +805,12 @@ def test_an_empty_server_message_still_says_what_came_back(status):
     got = error_for(status, body, RUN_URL, None, run_path=True)
     got = getattr(got, "error", got)  # a 429 without quota_exhausted is retried
     assert f"HTTP {status}" in got.message or "rate limited" in got.message
+
+
+@pytest.mark.parametrize("body", [b'{"status": NaN}', b'{"status": "ready", "x": Infinity}',
+                                  b'{"status": "ready", "x": 1e400}'])
+def test_non_json_numbers_are_unexpected_responses(client, requests_mock, body):
+    """NaN, Infinity and overflowing numbers are not JSON: `--json` could not print them."""
+    requests_mock.get(BASE + "/status", content=body)
+    with pytest.raises(e.UnexpectedResponse):
+        client.status()

@@ -227,3 +227,13 @@ def test_not_a_jwt_fails_before_any_request(make_client, method, token):
     if token:
         assert token not in str(info.value)
         assert token not in repr(client)
+
+
+def test_scopes_are_separated_by_spaces_only():
+    """RFC 6749, as the server parses it: a tab-joined claim is one unknown word."""
+    from bus_containers.token import token_scopes
+
+    assert token_scopes({"scope": "container:read\tcontainer:run"}) == {
+        "container:read\tcontainer:run"}
+    assert token_scopes({"scope": " container:read  container:run "}) == {
+        "container:read", "container:run"}

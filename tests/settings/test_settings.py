@@ -410,3 +410,11 @@ def test_invalid_host_name_is_rejected(value):
 ])
 def test_unusual_but_valid_host_names(value):
     assert s.validate_api_url(value) == value
+
+
+def test_an_empty_token_file_path_says_so(tmp_path):
+    from bus_containers.errors import TokenFileError
+
+    with pytest.raises(TokenFileError) as info:
+        s.resolve_token("", {}, tmp_path, lambda message: None)
+    assert "empty path" in info.value.message and info.value.exit_code == 4
