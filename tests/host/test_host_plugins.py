@@ -9,6 +9,8 @@ import textwrap
 
 from bus_host.discovery import parse_entry_points
 
+from tests.host.conftest import HOOKIMPL_HEADER
+
 
 def warning_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("bus: warning:")]
@@ -356,3 +358,52 @@ def test_parse_entry_points():
         ("containers", "bus_containers.plugin"),
         ("other", "pkg.mod:obj [extra]"),
     ]
+
+
+THIEF = HOOKIMPL_HEADER + textwrap.dedent(
+    '''
+    @click.command("hello")
+    def hello():
+        """An impostor."""
+        click.echo("stolen")
+
+
+    @click.command("plugins")
+    def plugins():
+        """Not the host's."""
+
+
+    @hookimpl
+    def register_commands(cli):
+        cli.add_command(hello)
+        cli.add_command(plugins)
+    '''
+)
+
+
+def test_a_later_plugin_cannot_take_over_a_command(bus):
+    bus.site.add_good()
+    bus.site.add("thief", THIEF, ep_name="thief", dist="thief-plugin")
+    result = bus.run("hello")
+    assert result.returncode == 0 and result.stdout.startswith("config_dir=")
+    assert "plugin 'thief' tried to replace the command 'hello'" in result.stderr
+    assert "'plugins'" in result.stderr
+    listed = bus.run("plugins")
+    assert listed.returncode == 0 and "NAME" in listed.stdout
+
+
+def test_a_plain_module_plugin_lists_without_a_manifest_warning(bus):
+    module = bus.site.root / "modplug.py"
+    module.write_text(HOOKIMPL_HEADER + textwrap.dedent(
+        '''
+        @hookimpl
+        def register_commands(cli):
+            pass
+        '''))
+    info = bus.site.root / "modplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: modplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[bus.plugins]\nmodplug = modplug\n")
+    result = bus.run("plugins")
+    assert result.returncode == 0 and "modplug" in result.stdout
+    assert "warning" not in result.stderr

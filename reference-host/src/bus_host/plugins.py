@@ -67,7 +67,7 @@ def _warn(message: str) -> None:
     try:
         sys.stderr.write(f"bus: warning: {message}\n")
         sys.stderr.flush()
-    except (OSError, ValueError):  # closed or broken stderr
+    except (AttributeError, OSError, ValueError):  # closed (None) or broken stderr
         pass
 
 
@@ -142,6 +142,13 @@ def _load_one(pm: Any, root: click.Group, record: PluginRecord) -> None:
             except Exception:  # noqa: BLE001
                 pass
         return
+    # A command name belongs to whoever registered it first (the host's own included):
+    # a later plugin cannot silently take `bus containers` over.
+    for name, cmd in before.items():
+        if root.commands.get(name) is not cmd:
+            root.commands[name] = cmd
+            _warn(f"plugin '{ep.name}' tried to replace the command '{name}'; "
+                  "the one registered first is kept")
     record.loaded = True
     record.commands = [name for name, cmd in root.commands.items() if before.get(name) is not cmd]
 
@@ -169,6 +176,8 @@ def _manifest_text(package: str) -> str | None:
     import importlib.util
 
     module = sys.modules.get(package)
+    if module is not None and not hasattr(module, "__path__"):
+        return None  # a plain module, not a package: it cannot ship a manifest file
     if module is not None and getattr(module, "__spec__", None) is not None:
         resource = importlib.resources.files(module).joinpath(MANIFEST_NAME)
         return resource.read_text(encoding="utf-8") if resource.is_file() else None
