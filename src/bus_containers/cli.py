@@ -388,23 +388,10 @@ def show(ctx, run_id, **options):
 def delete(ctx, run_ids, **options):
     """Delete runs (a running one is stopped first)."""
     def action(client, out):
-        from .errors import RunNotFound
-        from .service import validate_run_id
-
-        for run_id in run_ids:  # all ids checked before the first request
-            validate_run_id(run_id)
-        deleted, not_found = [], []
-        for run_id in dict.fromkeys(run_ids):
-            try:
-                client.delete_run(run_id)
-            except RunNotFound:
-                not_found.append(run_id)
-                out.message(f"Not found: {run_id}")
-                continue
-            deleted.append(run_id)
-            out.message(f"Deleted {run_id}")
-        out.deleted(deleted, not_found)
-        return 3 if not_found else 0
+        result = client.delete_runs(list(run_ids), on_result=lambda run_id, found: out.message(
+            f"Deleted {run_id}" if found else f"Not found: {run_id}"))
+        out.deleted(result["deleted"], result["not_found"])
+        return 3 if result["not_found"] else 0
 
     execute(ctx, "delete", options, action)
 

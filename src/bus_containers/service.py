@@ -294,6 +294,26 @@ class ContainersClient:
         self._call("DELETE", f"/runs/{run_id}", scope_of="delete", expect=(200, 202, 204),
                    shape=None, gone_means_done=True)
 
+    def delete_runs(self, run_ids: list[str],
+                    on_result: Callable[[str, bool], None] | None = None) -> dict:
+        """Delete each run (every id checked before the first request); one missing run
+        does not stop the others. `{"deleted": [...], "not_found": [...]}`; `on_result`
+        hears of each as it happens."""
+        for run_id in run_ids:
+            validate_run_id(run_id)
+        result: dict[str, list[str]] = {"deleted": [], "not_found": []}
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                self.delete_run(run_id)
+            except e.RunNotFound:
+                found = False
+            else:
+                found = True
+            result["deleted" if found else "not_found"].append(run_id)
+            if on_result is not None:
+                on_result(run_id, found)
+        return result
+
     def iter_logs(self, run_id: str, *, offset: int = 0, follow: bool = False,
                   deadline: float | None = None) -> Iterator[dict]:
         """A run's output as events: `{"stream", "offset", "data": bytes}` in order, then

@@ -814,3 +814,17 @@ def test_non_json_numbers_are_unexpected_responses(client, requests_mock, body):
     requests_mock.get(BASE + "/status", content=body)
     with pytest.raises(e.UnexpectedResponse):
         client.status()
+
+
+def test_delete_runs_checks_every_id_first_and_goes_on_past_a_missing_one(
+        client, requests_mock):
+    requests_mock.delete(BASE + "/runs/run_a", status_code=204)
+    requests_mock.delete(BASE + "/runs/run_b", status_code=404, json=error_body("not_found"))
+    with pytest.raises(e.InvalidRunId):
+        client.delete_runs(["run_a", "../x"])
+    assert requests_mock.call_count == 0
+    heard = []
+    result = client.delete_runs(["run_b", "run_a", "run_a"],
+                                on_result=lambda run_id, found: heard.append((run_id, found)))
+    assert result == {"deleted": ["run_a"], "not_found": ["run_b"]}
+    assert heard == [("run_b", False), ("run_a", True)]
