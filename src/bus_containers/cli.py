@@ -20,7 +20,6 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OPTION_NAMES = ("api_url", "token_file", "timeout")
-FLAG_NAMES = ("json_output", "debug")
 META_KEY = "bus_containers.group_options"
 
 TOKEN_ON_COMMAND_LINE = (
@@ -125,7 +124,6 @@ def execute(ctx: click.Context, command: str, options: dict, action) -> None:
                  or os.environ.get("BUS_DEBUG", "") not in ("", "0"))
     output = Output(json=json_output)
     handler = _start_debug_log(debug)
-    token = None
     code = 0
     try:
         from .service import ContainersClient
@@ -134,8 +132,7 @@ def execute(ctx: click.Context, command: str, options: dict, action) -> None:
         settings = resolve(command=command, host_obj=ctx.obj, env=os.environ,
                            api_url=merged["api_url"], token_file=merged["token_file"],
                            timeout=merged["timeout"], warn=output.warning)
-        token = settings.token
-        output.redact = token
+        output.redact = settings.token
         client = ContainersClient(settings.api_url, settings.token, timeout=settings.timeout)
         code = action(client, output) or 0
     except ContainersError as error:
@@ -155,9 +152,7 @@ def execute(ctx: click.Context, command: str, options: dict, action) -> None:
             import traceback
 
             output.warning(traceback.format_exc())
-        from .errors import ContainersError as Base
-
-        output.error(Base(f"unexpected error: {type(bug).__name__}: {bug}",
+        output.error(ContainersError(f"unexpected error: {type(bug).__name__}: {bug}",
                           guidance="Run again with --debug for details, and report it.",
                           code="internal"))
         code = 1
@@ -306,27 +301,8 @@ def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
 @click.pass_context
 def logs(ctx, run_id, follow, offset, **options):
     """Print a run's output (stdout and stderr to ours, byte for byte)."""
-    def action(client, out):
-        captured = {"stdout": bytearray(), "stderr": bytearray()}
-        end, position = None, offset
-        for event in client.iter_logs(run_id, offset=offset, follow=follow):
-            if event.get("event") == "end":
-                end = event
-                break
-            position = event["offset"] + len(event["data"])
-            if out.json:
-                captured[event["stream"]] += event["data"]
-            else:
-                out.chunk(event["stream"], event["data"])
-        if out.json:
-            out.document({"id": run_id, "finished": end is not None,
-                          "status": (end or {}).get("status"),
-                          "exit_code": (end or {}).get("exit_code"),
-                          "next_offset": position,
-                          **{k: v.decode("utf-8", "replace") for k, v in captured.items()}})
-        return 0
-
-    execute(ctx, "logs", options, action)
+    execute(ctx, "logs", options, lambda client, out: out.logs(
+        run_id, client.iter_logs(run_id, offset=offset, follow=follow), offset))
 
 
 @containers.command()

@@ -108,14 +108,6 @@ class Output:
     def run_ids(self, *run_ids: str) -> None:
         self.out.write("".join(f"{run_id}\n" for run_id in run_ids))
 
-    def run_output(self, run: dict) -> None:
-        """The remote command's own stdout and stderr, byte for byte, to ours."""
-        if self.json:
-            return self.document(run)
-        for text, stream in ((run.get("stdout"), self.out), (run.get("stderr"), self.err)):
-            if isinstance(text, str) and text:
-                write_raw(stream, text)
-
     def runs_table(self, runs: list[dict]) -> None:
         if self.json:
             return self.document(runs)
@@ -155,6 +147,27 @@ class Output:
         """Live output from a run, to the matching local stream, byte for byte."""
         write_bytes(self.out if stream_name == "stdout" else self.err, data)
 
+    def logs(self, run_id: str, events, offset: int) -> None:
+        """`logs`: each output chunk as it comes; with --json, one document at the end
+        (the output as text, and where to resume)."""
+        captured = {"stdout": bytearray(), "stderr": bytearray()}
+        end, position = None, offset
+        for event in events:
+            if event.get("event") == "end":
+                end = event
+                break
+            position = event["offset"] + len(event["data"])
+            if self.json:
+                captured[event["stream"]] += event["data"]
+            else:
+                self.chunk(event["stream"], event["data"])
+        if self.json:
+            self.document({"id": run_id, "finished": end is not None,
+                           "status": (end or {}).get("status"),
+                           "exit_code": (end or {}).get("exit_code"),
+                           "next_offset": position,
+                           **{k: v.decode("utf-8", "replace") for k, v in captured.items()}})
+
     def progress(self) -> Progress:
         """A progress line on stderr: only on a terminal and never with --json."""
         return Progress(self.err, enabled=not self.json and _isatty(self.err))
@@ -162,10 +175,6 @@ class Output:
     def deleted(self, deleted: list[str], not_found: list[str]) -> None:
         if self.json:
             self.document({"deleted": deleted, "not_found": not_found})
-
-
-def write_raw(stream: TextIO, text: str) -> None:
-    write_bytes(stream, text.encode("utf-8", "surrogateescape"))
 
 
 def write_bytes(stream: TextIO, data: bytes) -> None:

@@ -133,3 +133,16 @@ def test_ctrl_c_before_the_answer_says_a_run_may_exist(cli, requests_mock, monke
     result = cli("run", "--json", "--", "sleep", "9")
     error = json.loads(result.stderr)["error"]
     assert result.exit_code == 130 and "may have been created" in error["message"]
+
+
+def test_a_reader_that_went_away_is_a_quiet_141(cli, requests_mock, monkeypatch):
+    """`bus containers runs | head -1`: no traceback, no message, exit 128+SIGPIPE."""
+    from bus_containers import render
+
+    def broken(self, runs):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(render.Output, "runs_table", broken)
+    requests_mock.get(BASE + "/runs", json={"runs": [], "next_cursor": None})
+    result = cli("runs")
+    assert result.exit_code == 141 and result.stderr == ""

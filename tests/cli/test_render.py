@@ -104,10 +104,18 @@ def test_run_detail_shows_unknown_fields_and_output():
     assert "--- stderr ---" not in text
 
 
-def test_run_output_writes_bytes_unchanged():
+def test_run_output_writes_bytes_unchanged(requests_mock):
+    """A run finished within the create call: its text becomes bytes (surrogateescape)
+    and reaches our streams unchanged, no newline or escape translated."""
+    from bus_containers.service import ContainersClient
+
+    requests_mock.post(BASE + "/runs", status_code=201,
+                       json=run_obj(stdout="a\r\nb\x1b[0m\udcff", stderr="e\n"))
     out, err = BytesText(), BytesText()
     output = render.Output(out=out, err=err)
-    output.run_output({"stdout": "a\r\nb\x1b[0m\udcff", "stderr": "e\n"})
+    for event in ContainersClient(BASE.rsplit("/api/", 1)[0], TOKEN).follow_run(["x"]):
+        if "data" in event:
+            output.chunk(event["stream"], event["data"])
     assert out.value() == b"a\r\nb\x1b[0m\xff"
     assert err.value() == b"e\n"
 
@@ -115,7 +123,7 @@ def test_run_output_writes_bytes_unchanged():
 def test_run_output_json_is_the_run():
     output, out, err = make(json_mode=True)
     run = run_obj(stdout="x")
-    output.run_output(run)
+    output.document(run)
     assert json.loads(out.getvalue()) == run and err.getvalue() == ""
 
 
