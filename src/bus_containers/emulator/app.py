@@ -35,6 +35,10 @@ MAX_ATTEMPT_KEYS = 10_000
 # document refuses (schemathesis checks both directions).
 _SCOPES = re.compile(r"^[!-~]{1,128}( [!-~]{1,128})*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# `Prefer: until=output`: after the first bytes, how long the create answer still waits for
+# the run to end. A command that prints and exits (`printf OK`) ends within it and stays one
+# round trip; a longer one shows its first bytes at most this late.
+OUTPUT_GRACE_SECONDS = 0.02
 
 Handler = Callable[..., Response]
 
@@ -224,8 +228,13 @@ class EmulatorApp:
             headers["Idempotent-Replayed"] = "true"
         if wait:
             seconds = min(wait, self.config.limits.max_wait_seconds)
-            run.wait_finished(seconds)
-            headers["Preference-Applied"] = f"wait={seconds:g}"
+            if validate.prefer_until_output(request):
+                # Live output must not wait for the hold: answer at the first bytes too.
+                run.wait_output_or_finished(seconds, OUTPUT_GRACE_SECONDS)
+                headers["Preference-Applied"] = f"wait={seconds:g}, until=output"
+            else:
+                run.wait_finished(seconds)
+                headers["Preference-Applied"] = f"wait={seconds:g}"
         if run.finished:
             return json_response(run.to_json(), 201, headers)
         headers["Retry-After"] = "1"
@@ -241,7 +250,15 @@ class EmulatorApp:
 
     def get_run(self, request: Request, run_id: str) -> Response:
         claims = self.auth(request, "container:read")
-        return json_response(self.owned_run(claims, run_id).to_json())
+        run = self.owned_run(claims, run_id)
+        wait = validate.prefer_wait(request)
+        headers = {}
+        if wait:
+            # A long-poll: `wait` hears of the end at once, with one open request.
+            seconds = min(wait, self.config.limits.max_wait_seconds)
+            run.wait_finished(seconds)
+            headers["Preference-Applied"] = f"wait={seconds:g}"
+        return json_response(run.to_json(), headers=headers)
 
     def delete_run(self, request: Request, run_id: str) -> Response:
         claims = self.auth(request, "container:delete")

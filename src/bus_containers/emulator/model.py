@@ -100,6 +100,17 @@ class Run:
         with self.cond:
             return self.cond.wait_for(lambda: self.finished, timeout=timeout)
 
+    def wait_output_or_finished(self, timeout: float, grace: float) -> None:
+        """Until the run finishes or has written its first bytes (then up to `grace` more
+        for it to finish, so a quick command that prints still ends in one answer), or
+        until `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            self.cond.wait_for(lambda: self.finished or self.captured > 0, timeout=timeout)
+            if not self.finished and self.captured > 0:
+                self.cond.wait_for(lambda: self.finished,
+                                   timeout=max(0.0, min(grace, deadline - time.monotonic())))
+
     def chunks_from(self, offset: int) -> tuple[list[tuple[str, int, bytes]], bool]:
         """Output from byte `offset` on (a chunk split if needed), and whether it is final."""
         with self.cond:

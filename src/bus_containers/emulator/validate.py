@@ -15,6 +15,7 @@ from .model import STATUSES, RunSpec
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{24}$")
 _PREFER_WAIT = re.compile(r'(?:^|[,;\s])wait\s*=\s*"?([0-9]{1,9}(?:\.[0-9]+)?)"?', re.I)
+_PREFER_UNTIL_OUTPUT = re.compile(r'(?:^|[,;\s])until\s*=\s*"?output"?(?:$|[,;\s])', re.I)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
 MAX_COMMAND_ARGS = 4096
@@ -127,6 +128,11 @@ def prefer_wait(request: Request) -> float | None:
     """Seconds from `Prefer: wait=N` (RFC 7240); other preferences are ignored."""
     m = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
     return float(m.group(1)) if m else None
+
+
+def prefer_until_output(request: Request) -> bool:
+    """`Prefer: until=output` (with wait=N on POST /runs): end the hold at the first output."""
+    return bool(_PREFER_UNTIL_OUTPUT.search(request.headers.get("Prefer", "")))
 
 
 def list_query(request: Request) -> tuple[int, str | None, str | None]:
