@@ -9,9 +9,10 @@ import pytest
 from werkzeug.test import Client
 
 from bus_containers.emulator import config as cfg
-from bus_containers.emulator.app import EmulatorApp, is_loopback
+from bus_containers.emulator.app import EmulatorApp
 from bus_containers.emulator.errors import ApiError
 from bus_containers.emulator.faults import FaultSet
+from bus_containers.emulator.http import is_loopback
 from bus_containers.emulator.model import Run, RunSpec
 from bus_containers.emulator.server import serve_in_thread
 from bus_containers.emulator.store import RunStore, decode_cursor, encode_cursor

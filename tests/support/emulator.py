@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +183,6 @@ def start_emulator(state_dir: Path, config: str | Path | None = None,
         proc.wait(5)
         raise
     return Emulator(proc, url, state_dir, log_path)
-
-
-@contextlib.contextmanager
-def running_emulator(state_dir: Path, **kw: Any) -> Iterator[Emulator]:
-    emu = start_emulator(state_dir, **kw)
-    try:
-        yield emu
-    finally:
-        emu.stop()
 
 
 def _read_url(proc: subprocess.Popen, timeout: float) -> str:

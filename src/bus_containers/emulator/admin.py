@@ -1,102 +1,123 @@
 """Loopback-only admin endpoints under /_emulator/: faults, stats, seed data, plans.
 
-They need no token (tests drive them directly) but refuse any non-loopback client.
+An `Admin` is handed what it reads and changes (config, store, faults, counters, runner
+stats); it does not know the app. It needs no token (tests drive it directly) but refuses
+any non-loopback client.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
+from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
 from . import validate
+from .config import Config
 from .errors import ApiError, invalid
+from .faults import FaultSet
+from .http import is_loopback, json_response
 from .model import FINISHED
-
-if TYPE_CHECKING:
-    from .app import EmulatorApp
+from .store import RunStore
 
 
-def admin_routes(app: EmulatorApp) -> list:
-    from .app import is_loopback, json_response
+class Admin:
+    def __init__(self, config: Config, store: RunStore, faults: FaultSet,
+                 counters: Callable[..., tuple[int, dict[str, int]]],
+                 runner_stats: Callable[[], dict[str, Any]]):
+        self.config = config
+        self.store = store
+        self.faults = faults
+        self.counters = counters
+        self.runner_stats = runner_stats
 
-    def guard(handler):
-        def wrapped(request: Request, *args) -> Response:
-            if not is_loopback(request.remote_addr):
-                raise ApiError(403, "forbidden", "the admin endpoints are loopback only")
-            return handler(request, *args)
-        return wrapped
+    def rules(self) -> list[Rule]:
+        """The admin routes; every endpoint passes through `guard` first."""
+        def rule(path: str, **methods: Callable[[Request], Response]) -> list[Rule]:
+            return [Rule(path, methods=[m], endpoint=self._guarded(h))
+                    for m, h in methods.items()]
 
-    def body(request: Request) -> dict:
-        data = validate.read_json(request, app.config.limits.max_body_bytes)
+        return [
+            *rule("/_emulator/faults", GET=self.get_faults, POST=self.add_faults,
+                  DELETE=self.clear_faults),
+            *rule("/_emulator/stats", GET=self.stats, DELETE=self.reset_counters),
+            *rule("/_emulator/seed", POST=self.seed),
+            *rule("/_emulator/accounts", POST=self.set_plan),
+        ]
+
+    def _guarded(self, handler: Callable[[Request], Response]) -> Callable[..., Response]:
+        def guarded(request: Request) -> Response:
+            self.guard(request)
+            return handler(request)
+        return guarded
+
+    def guard(self, request: Request) -> None:
+        if not is_loopback(request.remote_addr):
+            raise ApiError(403, "forbidden", "the admin endpoints are loopback only")
+
+    def _body(self, request: Request) -> dict:
+        data = validate.read_json(request, self.config.limits.max_body_bytes)
         if not isinstance(data, dict):
             raise invalid("the request body must be a JSON object")
         return data
 
-    def get_faults(request: Request) -> Response:
-        return json_response({"faults": app.faults.pending()})
+    # -- handlers ---------------------------------------------------------------------
+    def get_faults(self, request: Request) -> Response:
+        return json_response({"faults": self.faults.pending()})
 
-    def add_faults(request: Request) -> Response:
-        pending = app.faults.add(body(request).get("faults"))
-        return json_response({"faults": app.faults.pending(), "pending": pending})
+    def add_faults(self, request: Request) -> Response:
+        pending = self.faults.add(self._body(request).get("faults"))
+        return json_response({"faults": self.faults.pending(), "pending": pending})
 
-    def clear_faults(request: Request) -> Response:
-        app.faults.clear()
+    def clear_faults(self, request: Request) -> Response:
+        self.faults.clear()
         return Response(status=204)
 
-    def stats(request: Request) -> Response:
-        requests, attempts = app.counters()
+    def stats(self, request: Request) -> Response:
+        requests, attempts = self.counters()
         return json_response({
-            **app.runner.stats(),
-            "runs": app.store.count(),
+            **self.runner_stats(),
+            "runs": self.store.count(),
             "requests": requests,
             "rss_bytes": rss_bytes(),
-            "faults_pending": len(app.faults.pending()),
+            "faults_pending": len(self.faults.pending()),
             "attempts": attempts,
         })
 
-    def reset_counters(request: Request) -> Response:
-        app.counters(reset=True)
+    def reset_counters(self, request: Request) -> Response:
+        self.counters(reset=True)
         return Response(status=204)
 
-    def seed(request: Request) -> Response:
-        data = body(request)
+    def seed(self, request: Request) -> Response:
+        data = self._body(request)
         sub = validate.clean_str(data.get("sub"), "sub", max_len=256)
         count = data.get("count")
-        limit = app.config.limits.max_seed
+        limit = self.config.limits.max_seed
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= limit:
             raise invalid(f"count must be an integer from 1 to {limit}")
         status = data.get("status", "succeeded")
         if status not in FINISHED:
             raise invalid(f"status must be one of {', '.join(sorted(FINISHED))}")
         profile = data.get("profile", "codex")
-        if profile not in app.config.profiles:
+        if profile not in self.config.profiles:
             raise invalid(f"unknown profile {profile!r}")
         age = data.get("age_seconds", 0)
         if isinstance(age, bool) or not isinstance(age, (int, float)) or age < 0:
             raise invalid("age_seconds must be a non-negative number")
-        ids = app.store.seed(sub, count, status, profile, float(age))
+        ids = self.store.seed(sub, count, status, profile, float(age))
         return json_response({"created": len(ids), "ids": ids})
 
-    def set_plan(request: Request) -> Response:
-        data = body(request)
+    def set_plan(self, request: Request) -> Response:
+        data = self._body(request)
         sub = validate.clean_str(data.get("sub"), "sub", max_len=256)
         plan = data.get("plan")
-        if plan not in app.config.plans:
-            raise invalid(f"unknown plan {plan!r} (known: {', '.join(sorted(app.config.plans))})")
-        app.config.accounts[sub] = plan
+        plans = self.config.plans
+        if plan not in plans:
+            raise invalid(f"unknown plan {plan!r} (known: {', '.join(sorted(plans))})")
+        self.store.set_plan(sub, plan)
         return json_response({"sub": sub, "plan": plan})
-
-    return [
-        (re.compile(r"^/_emulator/faults$"), {"GET": guard(get_faults), "POST": guard(add_faults),
-                                              "DELETE": guard(clear_faults)}),
-        (re.compile(r"^/_emulator/stats$"), {"GET": guard(stats),
-                                             "DELETE": guard(reset_counters)}),
-        (re.compile(r"^/_emulator/seed$"), {"POST": guard(seed)}),
-        (re.compile(r"^/_emulator/accounts$"), {"POST": guard(set_plan)}),
-    ]
 
 
 def rss_bytes() -> int:

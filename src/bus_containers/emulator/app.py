@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 import secrets
-import sys
 import threading
 import time
 import traceback
@@ -16,13 +13,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
 
 from .. import __version__
 from . import faults as faults_mod
 from . import logs, validate
+from .admin import Admin
 from .config import Config
 from .errors import ApiError, invalid, not_found
+from .http import error_response, is_loopback, json_response, printable, stderr_log
 from .model import FINISHED
 from .runner import Runner
 from .store import RunStore, decode_cursor, encode_cursor
@@ -40,27 +41,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # round trip; a longer one shows its first bytes at most this late.
 OUTPUT_GRACE_SECONDS = 0.02
 
-Handler = Callable[..., Response]
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
-
-
-def error_response(e: ApiError) -> Response:
-    return json_response(e.body(), e.status, e.headers)
-
-
-def is_loopback(addr: str | None) -> bool:
-    try:
-        ip = ipaddress.ip_address((addr or "").split("%")[0])
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return (mapped or ip).is_loopback
-
-
 class EmulatorApp:
     def __init__(self, state_dir: Path, config: Config, *, log: Callable[[str], None] | None
                  = None):
@@ -71,23 +51,26 @@ class EmulatorApp:
         self.runner = Runner(self.store.on_finished)
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()
-        self._log = log or _stderr_log
+        self._log = log or stderr_log
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._attempts: Counter[str] = Counter()
-        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-            (re.compile(rf"^{API}/status$"), {"GET": self.status}),
-            (re.compile(rf"^{API}/openapi\.yaml$"), {"GET": self.openapi}),
-            (re.compile(rf"^{API}/runs$"), {"GET": self.list_runs, "POST": self.create_run}),
-            (re.compile(rf"^{API}/runs/([^/]+)$"),
-             {"GET": self.get_run, "DELETE": self.delete_run}),
-            (re.compile(rf"^{API}/runs/([^/]+)/logs$"), {"GET": self.run_logs}),
-            (re.compile(r"^/api/v1/auth/token$"), {"POST": self.issue_token}),
-        ]
-        # Imported here to keep the admin module out of the API's import graph otherwise.
-        from .admin import admin_routes
-
-        self._routes += admin_routes(self)
+        self.admin = Admin(config, self.store, self.faults, self.counters, self.runner.stats)
+        # Endpoints are the handlers themselves; werkzeug answers HEAD for GET rules and
+        # reports the allowed methods of a path matched with the wrong one (405 + Allow).
+        # No slash merging or redirects: a path is served exactly as written, or 404.
+        self.url_map = Map([
+            Rule(f"{API}/status", methods=["GET"], endpoint=self.status),
+            Rule(f"{API}/openapi.yaml", methods=["GET"], endpoint=self.openapi),
+            Rule(f"{API}/runs", methods=["GET"], endpoint=self.list_runs),
+            Rule(f"{API}/runs", methods=["POST"], endpoint=self.create_run),
+            Rule(f"{API}/runs/<run_id>", methods=["GET"], endpoint=self.get_run),
+            Rule(f"{API}/runs/<run_id>", methods=["DELETE"], endpoint=self.delete_run),
+            Rule(f"{API}/runs/<run_id>/logs", methods=["GET"], endpoint=self.run_logs),
+            Rule("/api/v1/auth/token", methods=["POST"], endpoint=self.issue_token),
+            *self.admin.rules(),
+        ], merge_slashes=False, redirect_defaults=False)
+        self._routes = self.url_map.bind("emulator")
 
     # -- WSGI entry -----------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -117,7 +100,7 @@ class EmulatorApp:
         def done(error: BaseException | None) -> None:
             ms = (time.monotonic() - started) * 1000
             status = "dropped" if isinstance(error, ConnectionError) else outcome["status"]
-            self._log(f"{method} {_printable(path)} {status} {ms:.1f}ms")
+            self._log(f"{method} {printable(path)} {status} {ms:.1f}ms")
 
         return _Logged(body, done)
 
@@ -153,19 +136,16 @@ class EmulatorApp:
 
     def _route(self, request: Request) -> Response:
         path = request.path
-        for pattern, methods in self._routes:
-            m = pattern.match(path)
-            if m is None:
-                continue
-            method = request.method
-            handler = methods.get("GET" if method == "HEAD" else method)
-            if handler is None:
-                allow = ", ".join(sorted(methods))
-                raise ApiError(405, "method_not_allowed",
-                               f"{method} is not allowed on {_printable(path)}",
-                               headers={"Allow": allow})
-            return handler(request, *m.groups())
-        raise not_found(f"no such endpoint: {_printable(path)}")
+        try:
+            handler, args = self._routes.match(path, request.method)
+        except MethodNotAllowed as e:
+            allow = ", ".join(sorted(set(e.valid_methods or ()) - {"HEAD"}))
+            raise ApiError(405, "method_not_allowed",
+                           f"{request.method} is not allowed on {printable(path)}",
+                           headers={"Allow": allow}) from None
+        except (NotFound, RequestRedirect):
+            raise not_found(f"no such endpoint: {printable(path)}") from None
+        return handler(request, **args)
 
     # -- auth -----------------------------------------------------------------------
     def auth(self, request: Request, scope: str) -> Claims:
@@ -192,7 +172,7 @@ class EmulatorApp:
         # Malformed ids, traversal attempts and other accounts' runs all look the same: 404.
         run = self.store.get(claims.sub, run_id) if validate.RUN_ID.match(run_id) else None
         if run is None:
-            raise not_found(f"no run {_printable(run_id)} in this account")
+            raise not_found(f"no run {printable(run_id)} in this account")
         return run
 
     # -- API handlers ---------------------------------------------------------------
@@ -335,16 +315,3 @@ class _Logged:
         finally:
             self._done(self._error)
 
-
-def _printable(text: str, limit: int = 200) -> str:
-    # Paths come from clients: keep log lines one line each and readable.
-    text = text if len(text) <= limit else text[:limit] + "..."
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
-def _stderr_log(line: str) -> None:
-    try:
-        sys.stderr.write(time.strftime("%H:%M:%S ") + line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass  # stderr closed: logging must never break a request

@@ -148,6 +148,11 @@ class RunStore:
             account = self._accounts[owner] = _Account()
         return account
 
+    def set_plan(self, owner: str, plan: str) -> None:
+        """Put `owner` on `plan` (a known plan name), under the lock quotas are checked in."""
+        with self._lock:
+            self.config.accounts[owner] = plan
+
     # -- lifecycle ------------------------------------------------------------------
     def on_finished(self, run: Run) -> None:
         """Called once the run reached a finished status: frees its concurrency slot."""
@@ -214,10 +219,6 @@ class RunStore:
                         break
                     out.append(run)
             return out, (out[-1].seq if more else None)
-
-    def all_runs(self) -> list[Run]:
-        with self._lock:
-            return list(self._runs.values())
 
     def count(self) -> int:
         with self._lock:
