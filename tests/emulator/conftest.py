@@ -26,6 +26,9 @@ period_seconds = 3600
 
 [plans.one_at_a_time]
 concurrent_runs = 1
+
+[plans.one_second]
+run_seconds_per_period = 1
 """
 
 

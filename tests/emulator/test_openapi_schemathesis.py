@@ -91,10 +91,13 @@ def test_document_covers_every_endpoint():
     assert set(doc["paths"]) == {
         "/api/v1/containers/status", "/api/v1/containers/runs",
         "/api/v1/containers/runs/{run_id}", "/api/v1/containers/runs/{run_id}/logs",
+        "/api/v1/containers/runs/{run_id}/cancel", "/api/v1/containers/usage",
         "/api/v1/containers/openapi.yaml", "/api/v1/auth/token"}
     methods = {(p, m) for p, item in doc["paths"].items() for m in item if m != "parameters"}
     assert ("/api/v1/containers/runs", "post") in methods
     assert ("/api/v1/containers/runs/{run_id}", "delete") in methods
+    assert ("/api/v1/containers/runs/{run_id}/cancel", "post") in methods
+    assert ("/api/v1/containers/usage", "get") in methods
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if method == "parameters":

@@ -133,14 +133,20 @@ def test_retention_and_idempotency_in_the_store():
 def test_chunks_merge_split_and_cap():
     run = Run("run_x", "a", 1, RunSpec("codex", ("x",), 1), 0.0, output_cap=10)
     for b in b"abc":
-        run.add_output("stdout", bytes([b]))
-    run.add_output("stderr", b"DE")
-    run.add_output("stdout", b"fghijkl")
+        run.add_output("stdout", bytes([b]), now=100.0)
+    run.add_output("stderr", b"DE", now=100.0)
+    run.add_output("stdout", b"fg", now=101.0)
+    run.add_output("stdout", b"hijkl", now=101.005)  # within the merge window
     assert run.truncated and run.captured == 10
     assert [(s, o, bytes(d)) for s, o, d in run.chunks] == [
         ("stdout", 0, b"abc"), ("stderr", 3, b"DE"), ("stdout", 5, b"fghij")]
-    assert run.chunks_from(4)[0] == [("stderr", 4, b"E"), ("stdout", 5, b"fghij")]
+    assert run.chunks_from(4)[0] == [("stderr", 4, b"E", 100.0), ("stdout", 5, b"fghij", 101.0)]
     assert run.chunks_from(10)[0] == []
+    # writes further apart than the window keep their own time (logs --since, -t)
+    run2 = Run("run_y", "a", 2, RunSpec("codex", ("x",), 1), 0.0)
+    run2.add_output("stdout", b"1\n", now=5.0)
+    run2.add_output("stdout", b"2\n", now=5.5)
+    assert [(o, t) for _, o, _, t in run2.chunks_from(0)[0]] == [(0, 5.0), (2, 5.5)]
     assert run.output("stdout") == b"abcfghij"
 
 

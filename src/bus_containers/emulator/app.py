@@ -28,6 +28,7 @@ from .model import FINISHED
 from .runner import Runner
 from .store import RunStore, decode_cursor, encode_cursor
 from .tokens import ALL_SCOPES, GUIDANCE, MAX_TTL, Claims, TokenAuthority, default_account
+from .usage import usage_document
 
 API = "/api/v1/containers"
 # Bound the attempts table: paths carry run ids, and a long soak must not grow memory.
@@ -67,6 +68,8 @@ class EmulatorApp:
             Rule(f"{API}/runs/<run_id>", methods=["GET"], endpoint=self.get_run),
             Rule(f"{API}/runs/<run_id>", methods=["DELETE"], endpoint=self.delete_run),
             Rule(f"{API}/runs/<run_id>/logs", methods=["GET"], endpoint=self.run_logs),
+            Rule(f"{API}/runs/<run_id>/cancel", methods=["POST"], endpoint=self.cancel_run),
+            Rule(f"{API}/usage", methods=["GET"], endpoint=self.usage),
             Rule("/api/v1/auth/token", methods=["POST"], endpoint=self.issue_token),
             *self.admin.rules(),
         ], merge_slashes=False, redirect_defaults=False)
@@ -199,8 +202,7 @@ class EmulatorApp:
         if self.stopping.is_set() or self.runner.stopping:
             raise ApiError(503, "unavailable", "the emulator is shutting down",
                            headers={"Retry-After": "5"})
-        billing_url = f"{request.host_url.rstrip('/')}/billing"
-        run, created = self.store.create(claims.sub, spec, key, billing_url)
+        run, created = self.store.create(claims.sub, spec, key, _billing_url(request))
         if created:
             self.runner.start(run, self.config.profiles[spec.profile])
         headers = {"Location": f"{API}/runs/{run.id}"}
@@ -222,9 +224,9 @@ class EmulatorApp:
 
     def list_runs(self, request: Request) -> Response:
         claims = self.auth(request, "container:read")
-        limit, cursor, status = validate.list_query(request)
+        limit, cursor, status, profile, since = validate.list_query(request, self.config)
         seq = decode_cursor(cursor) if cursor is not None else None
-        runs, next_seq = self.store.page(claims.sub, limit, seq, status)
+        runs, next_seq = self.store.page(claims.sub, limit, seq, status, profile, since)
         return json_response({"runs": [r.to_json() for r in runs],
                               "next_cursor": encode_cursor(next_seq) if next_seq else None})
 
@@ -248,13 +250,30 @@ class EmulatorApp:
         self.store.remove(claims.sub, run_id)
         return Response(status=204)
 
+    def cancel_run(self, request: Request, run_id: str) -> Response:
+        """Stop a run and keep it (status `cancelled`, output kept); a finished run is
+        answered as it is, so a repeated or late cancel changes nothing."""
+        claims = self.auth(request, "container:run")
+        run = self.owned_run(claims, run_id)
+        if not run.finished:
+            self.runner.cancel(run)
+        return json_response(run.to_json())
+
+    def usage(self, request: Request) -> Response:
+        claims = self.auth(request, "billing:read")
+        return json_response(usage_document(self.config, self.store.usage(claims.sub),
+                                            _billing_url(request)))
+
     def run_logs(self, request: Request, run_id: str) -> Response:
         claims = self.auth(request, "container:read")
         run = self.owned_run(claims, run_id)
-        follow = validate.flag(request.args.get("follow"), "follow")
-        offset = validate.non_negative_int(request.args.get("offset"), "offset")
+        args = request.args
+        follow = validate.flag(args.get("follow"), "follow")
+        offset = validate.non_negative_int(args.get("offset"), "offset")
+        tail = validate.non_negative_int(args["tail"], "tail") if "tail" in args else None
+        since = validate.timestamp(args.get("since"), "since")
         lines = logs.stream(run, offset, follow, self.stopping,
-                            request.environ.get("werkzeug.socket"))
+                            request.environ.get("werkzeug.socket"), tail=tail, since=since)
         return Response(lines, 200, mimetype="application/x-ndjson",
                         headers={"X-Accel-Buffering": "no"}, direct_passthrough=True)
 
@@ -315,3 +334,6 @@ class _Logged:
         finally:
             self._done(self._error)
 
+
+def _billing_url(request: Request) -> str:
+    return f"{request.host_url.rstrip('/')}/billing"

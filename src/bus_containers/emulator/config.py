@@ -52,6 +52,10 @@ class Plan:
     name: str
     billing: bool = True
     runs_per_period: int | None = None  # None: unlimited
+    # Seconds of run time (start to end, summed over runs) per period; None: unlimited.
+    run_seconds_per_period: int | None = None
+    # Periods follow one another from the account's first request (like a billing cycle
+    # anchored at sign-up), so a fresh account in a test never straddles a boundary.
     period_seconds: float = 3600
     concurrent_runs: int | None = 32  # None: unlimited
 

@@ -13,6 +13,9 @@ from typing import Any
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 STATUSES = ("queued", "starting", "running", *sorted(FINISHED))
 MERGE_BYTES = 65536
+# Writes closer together than this share a chunk (and its time): a program writing a byte
+# at a time costs one chunk per window, and `logs --since` / `-t` stay this precise.
+MERGE_SECONDS = 0.01
 
 
 def new_run_id() -> str:
@@ -55,6 +58,7 @@ class Run:
     # does not cost a tuple per byte (readers address bytes, not chunks, so that is safe).
     chunks: list[tuple[str, int, bytearray]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each chunk's first byte came
     captured: int = 0
     # Notified on new output and on finish: the logs endpoint and Prefer: wait sleep on it.
     cond: threading.Condition = field(default_factory=threading.Condition)
@@ -64,8 +68,9 @@ class Run:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def add_output(self, stream: str, data: bytes) -> None:
+    def add_output(self, stream: str, data: bytes, now: float | None = None) -> None:
         """Keep `data` up to the cap; past it, drop the bytes and flag the truncation."""
+        now = time.time() if now is None else now
         with self.cond:
             room = self.output_cap - self.captured
             if len(data) > room:
@@ -73,11 +78,13 @@ class Run:
                 data = data[:max(room, 0)]
             if data:
                 last = self.chunks[-1] if self.chunks else None
-                if last is not None and last[0] == stream and len(last[2]) < MERGE_BYTES:
+                if (last is not None and last[0] == stream and len(last[2]) < MERGE_BYTES
+                        and now - self.times[-1] < MERGE_SECONDS):
                     last[2].extend(data)
                 else:
                     self.chunks.append((stream, self.captured, bytearray(data)))
                     self.offsets.append(self.captured)
+                    self.times.append(now)
                 self.captured += len(data)
             self.cond.notify_all()
 
@@ -111,17 +118,27 @@ class Run:
                 self.cond.wait_for(lambda: self.finished,
                                    timeout=max(0.0, min(grace, deadline - time.monotonic())))
 
-    def chunks_from(self, offset: int) -> tuple[list[tuple[str, int, bytes]], bool]:
-        """Output from byte `offset` on (a chunk split if needed), and whether it is final."""
+    def chunks_from(self, offset: int) -> tuple[list[tuple[str, int, bytes, float]], bool]:
+        """Output from byte `offset` on (a chunk split if needed) as (stream, offset, bytes,
+        time written), and whether it is final."""
         with self.cond:
-            i = bisect.bisect_right(self.offsets, offset) - 1
+            i = max(bisect.bisect_right(self.offsets, offset) - 1, 0)
             out = []
-            for stream, start, data in self.chunks[max(i, 0):]:
+            for (stream, start, data), written in zip(self.chunks[i:], self.times[i:], strict=True):
                 if start + len(data) <= offset:
                     continue
                 skip = max(offset - start, 0)
-                out.append((stream, start + skip, bytes(data[skip:])))
+                out.append((stream, start + skip, bytes(data[skip:]), written))
             return out, self.finished
+
+    @property
+    def run_seconds(self) -> float:
+        """Time the command has run (so far, while it runs): what the plan meters."""
+        with self.cond:
+            if self.started_at is None:
+                return 0.0
+            end = self.finished_at if self.finished_at is not None else time.time()
+            return max(0.0, end - self.started_at)
 
     def output(self, stream: str) -> bytes:
         # Derived from the chunks rather than kept twice: output is the bulk of memory.
@@ -143,4 +160,5 @@ class Run:
                 "started_at": rfc3339(self.started_at),
                 "finished_at": rfc3339(self.finished_at),
                 "timeout_seconds": self.spec.timeout_seconds,
+                "usage": {"run_seconds": round(self.run_seconds, 3)},
             }

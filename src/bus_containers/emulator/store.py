@@ -12,7 +12,6 @@ import heapq
 import re
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from .config import Config
@@ -41,8 +40,12 @@ class _Account:
     runs: list[Run] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     active: set[str] = field(default_factory=set)
-    created: deque[float] = field(default_factory=deque)  # for runs_per_period
     last_seq: int = 0
+    # Metering for the current period. Periods follow one another from the account's
+    # first request; deleting a run does not give its run or its seconds back.
+    period_start: float = 0.0
+    period_runs: int = 0
+    period_run_seconds: float = 0.0  # of the period's finished runs (active ones: live)
 
     def next_seq(self) -> int:
         self.last_seq += 1
@@ -86,7 +89,7 @@ class RunStore:
                       output_cap=self.config.limits.output_cap_bytes)
             self._insert(run, account)
             account.active.add(run.id)
-            account.created.append(now)
+            account.period_runs += 1
             if idem_key is not None:
                 self._idem[(owner, idem_key)] = (spec, run.id)
                 self._idem_of_run[run.id] = (owner, idem_key)
@@ -100,13 +103,19 @@ class RunStore:
                 f"billing is not set up for this account (plan {plan.name!r})",
                 guidance=f"Set up billing for this account at {billing_url}, then retry.",
                 url=billing_url)
-        window_start = self._clock() - plan.period_seconds
-        while account.created and account.created[0] < window_start:
-            account.created.popleft()
-        if plan.runs_per_period is not None and len(account.created) >= plan.runs_per_period:
+        self._roll_period(account, plan.period_seconds)
+        if plan.runs_per_period is not None and account.period_runs >= plan.runs_per_period:
             raise ApiError(
                 429, "quota_exhausted",
                 f"the plan {plan.name!r} allows {plan.runs_per_period} runs per "
+                f"{plan.period_seconds:g} seconds, and they are used up",
+                guidance=f"Wait for the period to end, or upgrade the plan at {billing_url}.",
+                url=billing_url)
+        limit = plan.run_seconds_per_period
+        if limit is not None and self._run_seconds(account) >= limit:
+            raise ApiError(
+                429, "quota_exhausted",
+                f"the plan {plan.name!r} allows {limit} run-seconds per "
                 f"{plan.period_seconds:g} seconds, and they are used up",
                 guidance=f"Wait for the period to end, or upgrade the plan at {billing_url}.",
                 url=billing_url)
@@ -145,7 +154,7 @@ class RunStore:
     def _account(self, owner: str) -> _Account:
         account = self._accounts.get(owner)
         if account is None:
-            account = self._accounts[owner] = _Account()
+            account = self._accounts[owner] = _Account(period_start=self._clock())
         return account
 
     def set_plan(self, owner: str, plan: str) -> None:
@@ -153,13 +162,49 @@ class RunStore:
         with self._lock:
             self.config.accounts[owner] = plan
 
+    # -- metering -------------------------------------------------------------------
+    def _roll_period(self, account: _Account, period_seconds: float) -> None:
+        """Move the account to the period that holds now, with fresh counters if it ended."""
+        now = self._clock()
+        if now < account.period_start + period_seconds:
+            return
+        elapsed = (now - account.period_start) // period_seconds
+        account.period_start += elapsed * period_seconds
+        account.period_runs = 0
+        account.period_run_seconds = 0.0
+
+    def _run_seconds(self, account: _Account) -> float:
+        """The period's run-seconds: finished runs, plus active runs of this period so far."""
+        live = sum(self._runs[i].run_seconds for i in account.active
+                   if i in self._runs and self._runs[i].created_at >= account.period_start)
+        return account.period_run_seconds + live
+
+    def usage(self, owner: str) -> dict:
+        """What the account's plan allows and what it used in the current period."""
+        plan = self.config.plan_for(owner)
+        with self._lock:
+            account = self._account(owner)
+            self._roll_period(account, plan.period_seconds)
+            return {
+                "plan": plan,
+                "period_start": account.period_start,
+                "period_end": account.period_start + plan.period_seconds,
+                "runs": account.period_runs,
+                "run_seconds": self._run_seconds(account),
+                "concurrent_runs": len(account.active),
+            }
+
     # -- lifecycle ------------------------------------------------------------------
     def on_finished(self, run: Run) -> None:
         """Called once the run reached a finished status: frees its concurrency slot."""
+        plan = self.config.plan_for(run.owner)
         with self._lock:
             account = self._accounts.get(run.owner)
-            if account is not None:
+            if account is not None and run.id in account.active:
                 account.active.discard(run.id)
+                self._roll_period(account, plan.period_seconds)
+                if run.created_at >= account.period_start:
+                    account.period_run_seconds += run.run_seconds
             if run.id in self._runs:
                 heapq.heappush(self._expiry, (run.finished_at or self._clock(), run.seq, run.id))
 
@@ -199,9 +244,11 @@ class RunStore:
             run = self._runs.get(run_id)
             return run if run is not None and run.owner == owner else None
 
-    def page(self, owner: str, limit: int, cursor: int | None,
-             status: str | None) -> tuple[list[Run], int | None]:
-        """Newest first, `limit` runs older than `cursor`; and the next cursor, if any."""
+    def page(self, owner: str, limit: int, cursor: int | None, status: str | None,
+             profile: str | None = None, since: float | None = None
+             ) -> tuple[list[Run], int | None]:
+        """Newest first, `limit` runs older than `cursor` (with this status and profile,
+        created at or after `since`); and the next cursor, if any."""
         with self._lock:
             self._expire()
             account = self._accounts.get(owner)
@@ -213,7 +260,11 @@ class RunStore:
             while i > 0:
                 i -= 1
                 run = account.runs[i]
-                if status is None or run.status == status:
+                # No early stop on `since`: seeded runs (and a clock set back) break the
+                # link between sequence and creation time.
+                if ((status is None or run.status == status)
+                        and (profile is None or run.spec.profile == profile)
+                        and (since is None or run.created_at >= since)):
                     if len(out) == limit:
                         more = True
                         break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
@@ -18,6 +19,8 @@ _PREFER_WAIT = re.compile(r'(?:^|[,;\s])wait\s*=\s*"?([0-9]{1,9}(?:\.[0-9]+)?)"?
 _PREFER_UNTIL_OUTPUT = re.compile(r'(?:^|[,;\s])until\s*=\s*"?output"?(?:$|[,;\s])', re.I)
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
+_RFC3339 = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+                      r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$", re.ASCII)
 MAX_COMMAND_ARGS = 4096
 MAX_ENV = 1024
 
@@ -135,7 +138,9 @@ def prefer_until_output(request: Request) -> bool:
     return bool(_PREFER_UNTIL_OUTPUT.search(request.headers.get("Prefer", "")))
 
 
-def list_query(request: Request) -> tuple[int, str | None, str | None]:
+def list_query(request: Request, config: Config
+               ) -> tuple[int, str | None, str | None, str | None, float | None]:
+    """(limit, cursor, status, profile, since) of a list call."""
     args = request.args
     raw = args.get("limit")
     limit = 20
@@ -146,7 +151,38 @@ def list_query(request: Request) -> tuple[int, str | None, str | None]:
     status = args.get("status")
     if status is not None and status not in STATUSES:
         raise invalid(f"status must be one of {', '.join(STATUSES)}")
-    return limit, args.get("cursor"), status
+    profile = args.get("profile")
+    if profile is not None and profile not in config.profiles:
+        raise ApiError(400, "unknown_profile", f"unknown profile {profile[:128]!r}",
+                       guidance=f"Use one of: {', '.join(sorted(config.profiles))}.")
+    return limit, args.get("cursor"), status, profile, timestamp(args.get("since"), "since")
+
+
+def timestamp(value: str | None, name: str) -> float | None:
+    """An RFC 3339 date-time (e.g. 2026-11-30T10:00:00Z) as a POSIX time, or None."""
+    if value is None:
+        return None
+    m = _RFC3339.match(value)
+    if m is None:
+        raise invalid(f"{name} must be an RFC 3339 date-time, e.g. 2026-11-30T10:00:00Z")
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    fraction = float(m.group(7) or 0)
+    zone = m.group(8)
+    offset = timedelta(0)
+    if zone not in ("Z", "z"):
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 23 or minutes > 59:
+            raise invalid(f"{name} has an invalid time zone offset")
+        offset = timedelta(hours=hours, minutes=minutes) * (1 if zone[0] == "+" else -1)
+    if year == 0:  # valid RFC 3339, outside Python's calendar: before any run anyway
+        return float("-inf")
+    leap = second == 60  # RFC 3339 allows a leap second: the same as the next instant
+    try:
+        dt = datetime(year, month, day, hour, minute, 59 if leap else second,
+                      tzinfo=timezone(offset))
+    except ValueError:
+        raise invalid(f"{name} is not a valid date-time") from None
+    return dt.timestamp() + fraction + (1 if leap else 0)
 
 
 def flag(value: str | None, name: str) -> bool:
