@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 from .helpers import Api, assert_error, output_of, sleepers, wait_until
 
