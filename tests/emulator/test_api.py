@@ -190,8 +190,13 @@ def test_environment_is_scrubbed_and_cwd_is_a_fresh_temp_dir(emu, monkeypatch):
     env.pop("PWD", None), env.pop("SHLVL", None), env.pop("_", None)  # set by sh itself
     assert env == {}, env
     cwd = [line for line in lines if line.startswith("/")][-1]
-    assert cwd == home and "bus-emulator-run-" in cwd
-    assert not os.path.exists(cwd)  # removed after the run
+    assert cwd == home
+    if "isolation: none" in emu.status_message():
+        assert "bus-emulator-run-" in cwd
+        assert not os.path.exists(cwd)  # removed after the run
+    else:
+        assert cwd == "/tmp"  # the run's own tmpfs, gone with its mount namespace
+        assert lines[-1] == "/tmp"  # `ls -A` listed nothing: a fresh, empty dir
     assert str(emu.state_dir) not in run["stdout"]
 
 

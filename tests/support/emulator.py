@@ -109,6 +109,11 @@ class Emulator:
     def set_plan(self, sub: str, plan: str) -> None:
         self._admin("POST", "accounts", {"sub": sub, "plan": plan})
 
+    def status_message(self) -> str:
+        r = self.session.get(self.api("/status"), headers=self.auth(self.token("status")),
+                             timeout=30)
+        return r.json()["message"]
+
     # -- processes ------------------------------------------------------------------
     def descendants(self) -> dict[int, str]:
         """pid -> start time of every live process below the emulator (from /proc)."""

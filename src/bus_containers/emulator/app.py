@@ -26,6 +26,7 @@ from .errors import ApiError, invalid, not_found
 from .http import error_response, is_loopback, json_response, printable, stderr_log
 from .model import FINISHED
 from .runner import Runner
+from .sandbox import Sandbox
 from .store import RunStore, decode_cursor, encode_cursor
 from .tokens import ALL_SCOPES, GUIDANCE, MAX_TTL, Claims, TokenAuthority, default_account
 from .usage import usage_document
@@ -49,10 +50,12 @@ class EmulatorApp:
         self.tokens = TokenAuthority(state_dir)
         self.default_sub = default_account(state_dir)
         self.store = RunStore(config)
-        self.runner = Runner(self.store.on_finished)
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()
         self._log = log or stderr_log
+        self.sandbox = Sandbox(state_dir)
+        self.runner = Runner(self.store.on_finished, self.sandbox)
+        self._log(self.sandbox.describe())
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._attempts: Counter[str] = Counter()
@@ -186,7 +189,7 @@ class EmulatorApp:
                                   "version": __version__})
         return json_response({"status": "ready",
                               "message": "bus-containers local emulator: runs execute on "
-                                         "this machine",
+                                         f"this machine; {self.sandbox.describe()}",
                               "version": __version__})
 
     def openapi(self, request: Request) -> Response:

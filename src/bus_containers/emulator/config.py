@@ -45,6 +45,11 @@ class Profile:
     memory_bytes: int = 4 * GiB
     file_size_bytes: int = 1 * GiB
     max_processes: int = 256
+    # Size of the run's private /tmp and /dev/shm (tmpfs: they count as memory).
+    tmp_bytes: int = 512 * MiB
+    shm_bytes: int = 64 * MiB
+    # False: the run has its own network namespace with only its own loopback.
+    network: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
-"""Run commands as sandboxed local subprocesses, capturing output as it is produced.
+"""Run commands as local subprocesses, capturing output as it is produced.
 
-Each run gets a thread that starts the process in its own session (so the whole process
-group can be killed), in a fresh temp dir, with a scrubbed environment and rlimits, then
-multiplexes its stdout/stderr pipes with a selector until the process and its group are
-gone. No shell is involved: the command is an argv list.
+Each run gets a thread that asks the sandbox how to launch it (namespaces, or the plain
+fallback: see sandbox.py), starts that in its own session (so the whole process group can
+be killed), with a scrubbed environment and rlimits, then multiplexes its stdout/stderr
+pipes with a selector until the process and its group are gone. No shell is involved for
+the command itself: it is an argv list.
 
-When the emulator runs as root (CI, containers), each command runs as an unprivileged user
-(`nobody`, else uid/gid 65534) with no supplementary groups: it cannot read the state dir
-(0700, the token secret 0600, both root's) nor the emulator's /proc entries (environ, fds,
-memory). As any other user, commands run as that user: see docs/emulator.md.
+The thread that spawns a run also waits for it: the launcher's parent-death signal fires
+when that thread ends, so it must not end first.
 """
 
 from __future__ import annotations
@@ -16,58 +15,43 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pwd
-import resource
 import selectors
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 
 from .config import Profile
 from .model import Run
+from .sandbox import Launch, LaunchSpec, Sandbox, apply_limits
 
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 READ_SIZE = 65536
 # After the main process exits and its group is killed, how long to wait for the pipes to
-# reach EOF: only a process that escaped the group (setsid) can hold them open that long.
+# reach EOF: only a process that escaped the group (setsid) can hold them open that long
+# (without namespaces; with them, the kernel has killed it already).
 DRAIN_GRACE = 2.0
-RUN_USER = "nobody"
-NOBODY_ID = 65534
-
-
-def run_identity() -> tuple[int, int] | None:
-    """(uid, gid) that commands run as: an unprivileged user when we are root, else None
-    (commands then run as the emulator's own user; they cannot drop to another one)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(RUN_USER)
-        uid, gid = entry.pw_uid, entry.pw_gid
-    except KeyError:
-        uid = gid = NOBODY_ID
-    if uid == 0 or gid == 0:  # a broken passwd must not turn the drop into a no-op
-        uid = gid = NOBODY_ID
-    return uid, gid
 
 
 class Runner:
-    def __init__(self, on_finished: Callable[[Run], None]):
+    def __init__(self, on_finished: Callable[[Run], None], sandbox: Sandbox):
         self._on_finished = on_finished
+        self.sandbox = sandbox
         self._lock = threading.Lock()
         self._live: dict[str, subprocess.Popen] = {}
         self._threads: dict[str, threading.Thread] = {}
-        self._temp_dirs: set[str] = set()
+        self._launches: dict[str, Launch] = {}
         self.processes_started = 0
         self.stopping = False
-        self.identity = run_identity()
 
     # -- public ---------------------------------------------------------------------
-    def start(self, run: Run, profile: Profile) -> None:
-        t = threading.Thread(target=self._execute, args=(run, profile),
+    def start(self, run: Run, profile: Profile, stdin_fd: int | None = None,
+              workspace_dir: str | None = None) -> None:
+        """Start `run` in a thread. `stdin_fd`: the command's stdin (default /dev/null);
+        the runner closes it once the process has it. `workspace_dir`: a host directory
+        mounted read-write at /workspace, the run's cwd (default: none, cwd /tmp)."""
+        spec = LaunchSpec(run.spec.command, run.spec.env, stdin_fd, workspace_dir)
+        t = threading.Thread(target=self._execute, args=(run, profile, spec),
                              name=f"run-{run.id}", daemon=True)
         with self._lock:
             self._threads[run.id] = t
@@ -88,10 +72,12 @@ class Runner:
         with self._lock:
             return {"processes_started": self.processes_started,
                     "processes_running": len(self._live),
-                    "temp_dirs": len(self._temp_dirs)}
+                    "temp_dirs": sum(1 for launch in self._launches.values()
+                                     if launch.host_dir is not None)}
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Kill every child process group, wait for the run threads, remove temp dirs."""
+        """Kill every child process group, wait for the run threads, release what they
+        held (temp dirs, uids, cgroups)."""
         with self._lock:
             self.stopping = True
             ids = list(self._live)
@@ -102,28 +88,30 @@ class Runner:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            dirs = list(self._temp_dirs)
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            launches = list(self._launches.values())
+            self._launches.clear()
+        for launch in launches:
+            launch.release()
 
     # -- the run thread -------------------------------------------------------------
-    def _execute(self, run: Run, profile: Profile) -> None:
-        tmp = None
+    def _execute(self, run: Run, profile: Profile, spec: LaunchSpec) -> None:
+        launch = None
         try:
-            tmp = tempfile.mkdtemp(prefix="bus-emulator-run-")
+            launch = self.sandbox.prepare(run.id, profile, spec)
             with self._lock:
-                self._temp_dirs.add(tmp)
-            if self.identity is not None:
-                os.chown(tmp, *self.identity)  # still 0700: only the run's user gets in
-            status, code = self._run_process(run, profile, tmp)
+                self._launches[run.id] = launch
+            status, code = self._run_process(run, launch, spec)
         except Exception as e:  # a bug here must still end the run, not leave it running
             run.add_output("stderr", f"bus-containers-emulator: internal error: {e}\n".encode())
             status, code = "failed", None
         finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+            if spec.stdin_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(spec.stdin_fd)
+            if launch is not None:
                 with self._lock:
-                    self._temp_dirs.discard(tmp)
+                    self._launches.pop(run.id, None)
+                launch.release()
         if run.cancel_requested:
             status, code = "cancelled", None
         run.finish(status, code)
@@ -131,24 +119,19 @@ class Runner:
         with self._lock:
             self._threads.pop(run.id, None)
 
-    def _run_process(self, run: Run, profile: Profile, tmp: str) -> tuple[str, int | None]:
-        env = {"PATH": SAFE_PATH, "HOME": tmp, "LANG": "C.UTF-8", "TMPDIR": tmp}
-        env.update(run.spec.env)
-        limits = _rlimits(profile, self.identity)
-        drop: dict = {}
-        if self.identity is not None:
-            # setgroups([]), setregid, setreuid in the child before exec (and before the
-            # rlimits are applied), done by _posixsubprocess: no Python code after fork.
-            drop = {"user": self.identity[0], "group": self.identity[1], "extra_groups": []}
+    def _run_process(self, run: Run, launch: Launch, spec: LaunchSpec
+                     ) -> tuple[str, int | None]:
+        stdin = spec.stdin_fd if spec.stdin_fd is not None else subprocess.DEVNULL
         with self._lock, run.cond:
             # Checked under both locks so a cancel or shutdown can't slip in before spawn.
             if self.stopping or run.cancel_requested:
                 return "cancelled", None
             try:
                 proc = subprocess.Popen(
-                    list(run.spec.command), cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                    launch.argv, cwd=launch.cwd, env=launch.env, stdin=stdin,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                    start_new_session=True, preexec_fn=_apply_limits(limits), **drop)
+                    start_new_session=True, preexec_fn=apply_limits(launch.rlimits),
+                    **launch.drop)
             except OSError as e:
                 code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
                 reason = e.strerror or str(e)
@@ -254,54 +237,3 @@ def _has_exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def _rlimits(profile: Profile, identity: tuple[int, int] | None = None
-             ) -> list[tuple[int, int]]:
-    limits = [
-        (resource.RLIMIT_CPU, profile.cpu_seconds),
-        (resource.RLIMIT_FSIZE, profile.file_size_bytes),
-        (resource.RLIMIT_CORE, 0),
-    ]
-    # RLIMIT_DATA rather than RLIMIT_AS: runtimes (Go, Node, the JVM) reserve large virtual
-    # ranges they never touch, which RLIMIT_AS would refuse; DATA counts what is writable.
-    limits.append((getattr(resource, "RLIMIT_DATA", resource.RLIMIT_AS), profile.memory_bytes))
-    nproc = getattr(resource, "RLIMIT_NPROC", None)
-    uid = identity[0] if identity is not None else os.getuid()
-    if nproc is not None and uid != 0:
-        # RLIMIT_NPROC counts every process of the user, not only this run's, so it is set
-        # relative to what the user already runs. Root ignores it: skip it there.
-        limits.append((nproc, _user_process_count(uid) + profile.max_processes))
-    out = []
-    for which, value in limits:
-        soft, hard = resource.getrlimit(which)
-        # Never raise a limit above the current hard one (that would fail in the child).
-        new = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        out.append((which, new))
-    return out
-
-
-def _apply_limits(limits: list[tuple[int, int]]):
-    # Runs in the child between fork and exec: only setrlimit calls, nothing that could
-    # take a lock another thread held at fork time.
-    def apply() -> None:
-        for which, value in limits:
-            resource.setrlimit(which, (value, value))
-
-    return apply
-
-
-def _user_process_count(uid: int) -> int:
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return 0
-    count = 0
-    for name in entries:
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    count += 1
-            except OSError:
-                pass
-    return count

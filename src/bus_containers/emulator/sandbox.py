@@ -1,0 +1,478 @@
+"""How a run is launched: in its own Linux namespaces when the kernel allows it.
+
+`Sandbox` probes once, at startup, what this machine allows, and then turns a run's
+command into a `Launch` (argv, environment, cwd, rlimits) for the runner to spawn:
+
+- **namespaces** (the normal case on Linux): util-linux `setpriv --pdeathsig` then
+  `unshare --pid --fork --kill-child --mount --ipc --uts [--net] [--user]` then a short
+  `sh` init script that builds a fresh root (read-only binds of /usr, /etc, ..., a fresh
+  /proc, a minimal /dev, size-limited tmpfs /tmp and /dev/shm, optionally /workspace),
+  pivots into it and runs the command as a child. The run sees and can signal only its own
+  processes, sees no host file outside those binds (no state dir, no other run, no home),
+  and has its own loopback only. When the command exits, the namespace's init exits and
+  the kernel kills everything left in it; when the emulator dies, the parent-death signal
+  takes `unshare`, and `--kill-child` takes the init.
+  As root, each run also gets its own uid, picked from a high range no account uses, so
+  RLIMIT_NPROC, signals and /proc are per run. As any other user, a user namespace maps
+  the emulator's uid to root inside (no capabilities left once the command starts).
+- **cgroup v2** limits (`memory.max`, `pids.max`, `cgroup.kill`) on top, where our cgroup
+  lets us create children with the memory and pids controllers; otherwise rlimits.
+- **none**: namespaces refused (not Linux, a locked-down container, a missing tool, or
+  BUS_CONTAINERS_EMULATOR_ISOLATION=none): the old plain subprocess, as `nobody` when root.
+
+Shell and util-linux rather than syscalls from Python: see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import pwd
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Profile
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+ISOLATION_ENV = "BUS_CONTAINERS_EMULATOR_ISOLATION"  # "none" turns namespaces off
+TOOLS = ("setpriv", "unshare", "mount", "umount", "pivot_root", "sh")
+TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Per-run uids (root only): a range far above any account's or subuid range's usual place,
+# below 2^31 so no tool mistakes them for negative numbers.
+RUN_UID_FIRST = 2_000_000_000
+RUN_UID_COUNT = 1 << 24
+FALLBACK_USER, NOBODY_ID = "nobody", 65534
+CGROUP_PREFIX = "bus-emulator."
+CGROUP_GONE_SECONDS = 2.0
+
+# Runs as PID 1 of the run's PID namespace (root, or root of a user namespace), in a
+# private mount namespace. Arguments: mountpoint, /tmp size, /dev/shm size, workspace dir
+# or "", loopback tool or "" (shared network), run uid or "" (user namespace), command...
+INIT_SCRIPT = r"""
+set -eu
+run_path=$PATH
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+setpriv=$(command -v setpriv)
+root=$1 tmp_size=$2 shm_size=$3 workspace=$4 lo_tool=$5 run_uid=$6
+shift 6
+case $lo_tool in
+  "") ;;
+  */ip) "$lo_tool" link set lo up ;;
+  *) "$lo_tool" -I -S -c 'import fcntl, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0))[:18])[1]
+fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))' ;;
+esac
+mount -t tmpfs -o size=4m,mode=0755,nosuid,nodev bus-run "$root"
+cd "$root"
+for d in bin sbin lib lib32 lib64 libx32 usr etc opt; do
+  if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$d"
+  elif [ -d "/$d" ]; then mkdir "$d"; mount --rbind "/$d" "$d"; mount -o remount,bind,ro "$d"
+  fi
+done
+mkdir proc dev tmp var
+ln -s /tmp var/tmp
+mount -t proc -o nosuid,nodev,noexec proc proc
+mount -t tmpfs -o size=64k,mode=0755,nosuid,noexec bus-dev dev
+for n in null zero full random urandom tty; do touch "dev/$n"; mount --bind "/dev/$n" "dev/$n"; done
+ln -s /proc/self/fd dev/fd; ln -s fd/0 dev/stdin; ln -s fd/1 dev/stdout; ln -s fd/2 dev/stderr
+mkdir dev/shm dev/pts
+mount -t tmpfs -o "size=$shm_size,mode=1777,nosuid,nodev" bus-shm dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts dev/pts
+ln -s pts/ptmx dev/ptmx
+mount -t tmpfs -o "size=$tmp_size,mode=1777,nosuid,nodev" bus-tmp tmp
+cwd=/tmp
+if [ -n "$workspace" ]; then
+  mkdir workspace; mount --bind "$workspace" workspace; cwd=/workspace
+fi
+if [ -n "$run_uid" ]; then
+  # whoami, getpwuid and friends find the run's user
+  { cat /etc/passwd; echo "run:x:$run_uid:$run_uid:bus-containers run:/tmp:/bin/sh"; } >.passwd
+  mount --bind .passwd etc/passwd
+fi
+pivot_root . .
+umount -l .
+mount -o remount,bind,ro /
+cd "$cwd"
+unset OLDPWD
+set +e
+PATH=$run_path
+if ! command -v -- "$1" >/dev/null 2>&1; then
+  printf "bus-containers-emulator: cannot execute '%s': No such file or directory\n" "$1" >&2
+  exit 127
+fi
+# The command runs as a child, so this shell (PID 1) reaps orphans, and its exit (with the
+# command's status) makes the kernel kill whatever the run left behind.
+if [ -n "$run_uid" ]; then
+  "$setpriv" --reuid="$run_uid" --regid="$run_uid" --clear-groups \
+    --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+else
+  "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+fi
+exit $?
+"""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to run, and how it meets the outside. `stdin_fd` (None: /dev/null) and
+    `workspace_dir` (None: none; else bind-mounted read-write at /workspace, the cwd)."""
+
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    stdin_fd: int | None = None
+    workspace_dir: str | None = None
+
+
+@dataclass
+class Launch:
+    """A run ready to spawn: Popen arguments, and what to undo when it has ended."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    rlimits: list[tuple[int, int]]
+    drop: dict = field(default_factory=dict)  # Popen user/group/extra_groups (mode none)
+    host_dir: str | None = None  # a temp dir on the host, removed on release
+    _undo: list = field(default_factory=list)
+
+    def release(self) -> None:
+        """Remove what the run had on the host. Call after its process was reaped."""
+        for undo in reversed(self._undo):
+            with contextlib.suppress(OSError):
+                undo()
+        self._undo.clear()
+        if self.host_dir is not None:
+            shutil.rmtree(self.host_dir, ignore_errors=True)
+            self.host_dir = None
+
+
+class Sandbox:
+    def __init__(self, state_dir: Path, *, log=None):
+        self._lock = threading.Lock()
+        self._uids: set[int] = set()
+        self.mode = "none"  # "uid" (root, per-run uid), "userns" (user namespace), "none"
+        self.reason = ""
+        self.cgroups: Cgroups | None = None
+        self.cgroup_reason = ""
+        self._mountpoint = str(Path(state_dir).absolute() / "sandbox-root")
+        self._lo_tool = shutil.which("ip", path=TOOL_PATH) or sys.executable
+        self._tools: dict[str, str | None] = {}
+        self._probe()
+
+    # -- what is in force -------------------------------------------------------------
+    def describe(self) -> str:
+        """One line for the startup log and `status`: what keeps runs apart."""
+        if self.mode == "none":
+            return f"isolation: none ({self.reason})"
+        who = "per-run uid" if self.mode == "uid" else "user namespace"
+        limits = "cgroup v2 limits" if self.cgroups else "rlimits"
+        return f"isolation: namespaces ({who}, {limits})"
+
+    def _probe(self) -> None:
+        if os.environ.get(ISOLATION_ENV, "").strip().lower() == "none":
+            self.reason = f"turned off by {ISOLATION_ENV}=none"
+            return
+        if not sys.platform.startswith("linux"):
+            self.reason = f"Linux namespaces are not available on {sys.platform}"
+            return
+        self._tools = {t: shutil.which(t, path=TOOL_PATH) for t in TOOLS}
+        missing = [t for t, where in self._tools.items() if where is None]
+        if missing:
+            self.reason = f"util-linux tool(s) not found: {', '.join(missing)}"
+            return
+        try:
+            os.makedirs(self._mountpoint, mode=0o700, exist_ok=True)
+        except OSError as e:
+            self.reason = f"cannot create {self._mountpoint}: {e.strerror or e}"
+            return
+        self.mode = "uid" if os.geteuid() == 0 else "userns"
+        trial = self.prepare("probe", Profile("probe"), LaunchSpec(("true",)), cgroup=False)
+        try:
+            done = subprocess.run(trial.argv, env=trial.env, cwd=trial.cwd,
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+            failure = done.returncode != 0 and (done.stderr.decode(errors="replace").strip()
+                                                or f"exit status {done.returncode}")
+        except (OSError, subprocess.SubprocessError) as e:
+            failure = str(e)
+        finally:
+            trial.release()
+        if failure:
+            self.mode = "none"
+            self.reason = "the kernel refused namespaces: " + failure.splitlines()[-1][:200]
+            return
+        self.cgroups, self.cgroup_reason = Cgroups.probe()
+
+    # -- one run ----------------------------------------------------------------------
+    def prepare(self, run_id: str, profile: Profile, spec: LaunchSpec, *, cgroup: bool = True
+                ) -> Launch:
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
+        if self.mode == "none":
+            return self._plain(profile, spec, env)
+        env.update(HOME="/tmp", TMPDIR="/tmp")
+        env.update(spec.env)
+        launch = Launch([], env, "/", [])
+        uid = ""
+        if self.mode == "uid":
+            run_uid = self._allocate_uid()
+            launch._undo.append(lambda: self._release_uid(run_uid))
+            uid = str(run_uid)
+            if spec.workspace_dir:
+                _chown_tree(spec.workspace_dir, run_uid, run_uid)
+                launch._undo.append(lambda: _chown_tree(spec.workspace_dir, os.getuid(),
+                                                        os.getgid()))
+        launch.rlimits = rlimits(profile, None if self.mode == "uid" else os.getuid(),
+                                 shared=self.mode != "uid")
+        ns = ["--pid", "--fork", "--kill-child=KILL", "--mount", "--ipc", "--uts"]
+        if not profile.network:
+            ns.append("--net")
+        if self.mode == "userns":
+            ns += ["--user", "--map-root-user"]
+        tool = self._tools
+        argv = [tool["setpriv"], "--pdeathsig", "KILL", "--"]
+        if cgroup and self.cgroups is not None:
+            path = self.cgroups.create(run_id, profile)
+            launch._undo.append(lambda: self.cgroups.remove(path))
+            argv += [tool["sh"], "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh",
+                     str(path)]
+        argv += [tool["unshare"], *ns, "--", tool["sh"], "-c", INIT_SCRIPT, "bus-run-init",
+                 self._mountpoint, str(profile.tmp_bytes), str(profile.shm_bytes),
+                 spec.workspace_dir or "", "" if profile.network else self._lo_tool, uid,
+                 *spec.command]
+        launch.argv = argv
+        return launch
+
+    def _plain(self, profile: Profile, spec: LaunchSpec, env: dict[str, str]) -> Launch:
+        """No namespaces: the command in a fresh temp dir, as `nobody` when we are root."""
+        identity = _fallback_identity()
+        cwd = spec.workspace_dir or tempfile.mkdtemp(prefix="bus-emulator-run-")
+        env.update(HOME=cwd, TMPDIR=cwd)
+        env.update(spec.env)
+        launch = Launch(list(spec.command), env, cwd,
+                        rlimits(profile, identity[0] if identity else os.getuid(), shared=True),
+                        host_dir=None if spec.workspace_dir else cwd)
+        if identity is not None:
+            os.chown(cwd, *identity)  # still 0700: only the run's user gets in
+            launch.drop = {"user": identity[0], "group": identity[1], "extra_groups": []}
+        return launch
+
+    # -- per-run uids -----------------------------------------------------------------
+    def _allocate_uid(self) -> int:
+        """A uid no account, no subuid range, no live process and no other run has.
+
+        Random in a 16M range, so two emulators on one machine practically never pick the
+        same one at once; the /proc check catches a uid whose processes are still dying."""
+        busy = _uids_with_processes()
+        with self._lock:
+            for _ in range(1000):
+                uid = RUN_UID_FIRST + secrets.randbelow(RUN_UID_COUNT)
+                if uid in self._uids or uid in busy or _uid_known(uid):
+                    continue
+                self._uids.add(uid)
+                return uid
+        raise OSError(errno.EAGAIN, "no free uid for the run")
+
+    def _release_uid(self, uid: int) -> None:
+        with self._lock:
+            self._uids.discard(uid)
+
+
+class Cgroups:
+    """Per-run cgroup v2 children of `base` (ours), with memory.max and pids.max."""
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    @classmethod
+    def probe(cls) -> tuple[Cgroups | None, str]:
+        """Our cgroup set, or None and the reason (then rlimits are the limits)."""
+        try:
+            mount = _cgroup2_mount()
+            own = _own_cgroup()
+            if mount is None or own is None:
+                return None, "no cgroup v2 hierarchy"
+            parent = Path(mount + own)
+            available = (parent / "cgroup.controllers").read_text().split()
+            if not {"memory", "pids"} <= set(available):
+                return None, "the memory and pids controllers are not available in cgroup v2"
+            enabled = (parent / "cgroup.subtree_control").read_text().split()
+            if not {"memory", "pids"} <= set(enabled):
+                (parent / "cgroup.subtree_control").write_text("+memory +pids")
+            cls.clean_stale(parent)
+            base = parent / f"{CGROUP_PREFIX}{os.getpid()}"
+            base.mkdir(exist_ok=True)
+            (base / "cgroup.subtree_control").write_text("+memory +pids")
+            return cls(base), ""
+        except OSError as e:
+            return None, f"cannot create child cgroups: {e.strerror or e}"
+
+    @staticmethod
+    def clean_stale(parent: Path) -> None:
+        """Kill and remove what a previous emulator (now dead) left in our cgroup."""
+        for base in parent.glob(CGROUP_PREFIX + "*"):
+            pid = base.name[len(CGROUP_PREFIX):]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                for child in base.glob("run-*"):
+                    Cgroups.remove(child)
+                with contextlib.suppress(OSError):
+                    base.rmdir()
+
+    def create(self, run_id: str, profile: Profile) -> Path:
+        path = self.base / f"run-{run_id}"
+        path.mkdir()
+        (path / "memory.max").write_text(str(profile.memory_bytes))
+        (path / "pids.max").write_text(str(profile.max_processes))
+        with contextlib.suppress(OSError):
+            (path / "memory.swap.max").write_text("0")
+        return path
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        """Kill every process left in the cgroup, wait for them, remove it."""
+        with contextlib.suppress(OSError):
+            (path / "cgroup.kill").write_text("1")
+        deadline = time.monotonic() + CGROUP_GONE_SECONDS
+        while True:
+            try:
+                path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            with contextlib.suppress(OSError):
+                for pid in (path / "cgroup.procs").read_text().split():
+                    os.kill(int(pid), 9)
+            time.sleep(0.01)
+
+
+# -- rlimits -----------------------------------------------------------------------------
+
+def rlimits(profile: Profile, uid: int | None, *, shared: bool) -> list[tuple[int, int]]:
+    """The per-process limits of a run. `uid` None: a fresh per-run uid, so RLIMIT_NPROC
+    is the run's own budget; `shared`: the uid runs other things too, so it is set relative
+    to what that uid already runs (then the limit is shared, see docs/emulator.md)."""
+    limits = [
+        (resource.RLIMIT_CPU, profile.cpu_seconds),
+        (resource.RLIMIT_FSIZE, profile.file_size_bytes),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    # RLIMIT_DATA rather than RLIMIT_AS: runtimes (Go, Node, the JVM) reserve large virtual
+    # ranges they never touch, which RLIMIT_AS would refuse; DATA counts what is writable.
+    limits.append((getattr(resource, "RLIMIT_DATA", resource.RLIMIT_AS), profile.memory_bytes))
+    nproc = getattr(resource, "RLIMIT_NPROC", None)
+    if nproc is not None and uid is None:
+        limits.append((nproc, profile.max_processes))
+    elif nproc is not None and uid != 0 and shared:
+        # Root ignores RLIMIT_NPROC: skip it there.
+        limits.append((nproc, _user_process_count(uid) + profile.max_processes))
+    out = []
+    for which, value in limits:
+        soft, hard = resource.getrlimit(which)
+        # Never raise a limit above the current hard one (that would fail in the child).
+        new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        out.append((which, new))
+    return out
+
+
+def apply_limits(limits: list[tuple[int, int]]):
+    # Runs in the child between fork and exec: only setrlimit calls, nothing that could
+    # take a lock another thread held at fork time.
+    def apply() -> None:
+        for which, value in limits:
+            resource.setrlimit(which, (value, value))
+
+    return apply
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+def _fallback_identity() -> tuple[int, int] | None:
+    """Without namespaces: (uid, gid) of `nobody` when we are root, else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(FALLBACK_USER)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        uid = gid = NOBODY_ID
+    if uid == 0 or gid == 0:  # a broken passwd must not turn the drop into a no-op
+        uid = gid = NOBODY_ID
+    return uid, gid
+
+
+def _uid_known(uid: int) -> bool:
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return True
+        except KeyError:
+            pass
+    for path in ("/etc/subuid", "/etc/subgid"):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(path).read_text().splitlines():
+                parts = line.split(":")
+                if len(parts) == 3 and int(parts[1]) <= uid < int(parts[1]) + int(parts[2]):
+                    return True
+    return False
+
+
+def _uids_with_processes() -> set[int]:
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            with contextlib.suppress(OSError):
+                out.add(os.stat(f"/proc/{name}").st_uid)
+    return out
+
+
+def _user_process_count(uid: int) -> int:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    count = 0
+    for name in entries:
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    count += 1
+            except OSError:
+                pass
+    return count
+
+
+def _chown_tree(top: str, uid: int, gid: int) -> None:
+    os.lchown(top, uid, gid)
+    for parent, dirs, files in os.walk(top):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                os.lchown(os.path.join(parent, name), uid, gid)
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                return left.split()[4]
+    return None
+
+
+def _own_cgroup() -> str | None:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip().rstrip("/")
+    return None
