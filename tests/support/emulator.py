@@ -158,14 +158,16 @@ class Emulator:
 
 def start_emulator(state_dir: Path, config: str | Path | None = None,
                    faults: list[dict[str, Any]] | None = None,
-                   extra_args: list[str] | None = None) -> Emulator:
+                   extra_args: list[str] | None = None, wrap: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> Emulator:
     """Start `python -m bus_containers.emulator serve --port 0` and wait for its URL.
 
-    `config` is TOML text or a path to a TOML file; `faults` are loaded at start."""
+    `config` is TOML text or a path to a TOML file; `faults` are loaded at start; `wrap`
+    goes before the command (e.g. setpriv to another uid); `env` is added to ours."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "bus_containers.emulator", "serve", "--host", "127.0.0.1",
-            "--port", "0", "--state-dir", str(state_dir)]
+    argv = [*(wrap or []), sys.executable, "-m", "bus_containers.emulator", "serve",
+            "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir)]
     if config is not None:
         path = Path(config) if isinstance(config, Path) else state_dir / "test-config.toml"
         if not isinstance(config, Path):
@@ -179,7 +181,8 @@ def start_emulator(state_dir: Path, config: str | Path | None = None,
     log_path = state_dir / "emulator.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, **env} if env else None)
     try:
         url = _read_url(proc, START_TIMEOUT)
     except BaseException:

@@ -45,7 +45,7 @@ from .config import Profile
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 ISOLATION_ENV = "BUS_CONTAINERS_EMULATOR_ISOLATION"  # "none" turns namespaces off
-TOOLS = ("setpriv", "unshare", "mount", "umount", "pivot_root", "sh")
+TOOLS = ("setpriv", "unshare", "prlimit", "mount", "umount", "pivot_root", "sh")
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Per-run uids (root only): a range far above any account's or subuid range's usual place,
 # below 2^31 so no tool mistakes them for negative numbers.
@@ -57,14 +57,15 @@ CGROUP_GONE_SECONDS = 2.0
 
 # Runs as PID 1 of the run's PID namespace (root, or root of a user namespace), in a
 # private mount namespace. Arguments: mountpoint, /tmp size, /dev/shm size, workspace dir
-# or "", loopback tool or "" (shared network), run uid or "" (user namespace), command...
+# or "", loopback tool or "" (shared network), run uid or "" (user namespace), the run's
+# process limit, command...
 INIT_SCRIPT = r"""
 set -eu
 run_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-setpriv=$(command -v setpriv)
-root=$1 tmp_size=$2 shm_size=$3 workspace=$4 lo_tool=$5 run_uid=$6
-shift 6
+setpriv=$(command -v setpriv) prlimit=$(command -v prlimit)
+root=$1 tmp_size=$2 shm_size=$3 workspace=$4 lo_tool=$5 run_uid=$6 nproc=$7
+shift 7
 case $lo_tool in
   "") ;;
   */ip) "$lo_tool" link set lo up ;;
@@ -112,12 +113,14 @@ if ! command -v -- "$1" >/dev/null 2>&1; then
   exit 127
 fi
 # The command runs as a child, so this shell (PID 1) reaps orphans, and its exit (with the
-# command's status) makes the kernel kill whatever the run left behind.
+# command's status) makes the kernel kill whatever the run left behind. RLIMIT_NPROC is
+# per run: the run's uid is its own (root), or counted in the run's own user namespace.
 if [ -n "$run_uid" ]; then
-  "$setpriv" --reuid="$run_uid" --regid="$run_uid" --clear-groups \
-    --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+  "$prlimit" --nproc="$nproc" -- "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
+    --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
 else
-  "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+  "$prlimit" --nproc="$nproc" -- \
+    "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
 fi
 exit $?
 """
@@ -231,8 +234,7 @@ class Sandbox:
                 _chown_tree(spec.workspace_dir, run_uid, run_uid)
                 launch._undo.append(lambda: _chown_tree(spec.workspace_dir, os.getuid(),
                                                         os.getgid()))
-        launch.rlimits = rlimits(profile, None if self.mode == "uid" else os.getuid(),
-                                 shared=self.mode != "uid")
+        launch.rlimits = rlimits(profile, None)  # RLIMIT_NPROC: set inside, by prlimit
         ns = ["--pid", "--fork", "--kill-child=KILL", "--mount", "--ipc", "--uts"]
         if not profile.network:
             ns.append("--net")
@@ -248,7 +250,7 @@ class Sandbox:
         argv += [tool["unshare"], *ns, "--", tool["sh"], "-c", INIT_SCRIPT, "bus-run-init",
                  self._mountpoint, str(profile.tmp_bytes), str(profile.shm_bytes),
                  spec.workspace_dir or "", "" if profile.network else self._lo_tool, uid,
-                 *spec.command]
+                 str(profile.max_processes), *spec.command]
         launch.argv = argv
         return launch
 
@@ -258,8 +260,11 @@ class Sandbox:
         cwd = spec.workspace_dir or tempfile.mkdtemp(prefix="bus-emulator-run-")
         env.update(HOME=cwd, TMPDIR=cwd)
         env.update(spec.env)
-        launch = Launch(list(spec.command), env, cwd,
-                        rlimits(profile, identity[0] if identity else os.getuid(), shared=True),
+        uid = identity[0] if identity else os.getuid()
+        # RLIMIT_NPROC counts every process of the user, not only this run's: set relative to
+        # what the user already runs (so shared between runs). Root ignores it: skip it.
+        base = _user_process_count(uid) if uid != 0 else None
+        launch = Launch(list(spec.command), env, cwd, rlimits(profile, base),
                         host_dir=None if spec.workspace_dir else cwd)
         if identity is not None:
             os.chown(cwd, *identity)  # still 0700: only the run's user gets in
@@ -359,10 +364,9 @@ class Cgroups:
 
 # -- rlimits -----------------------------------------------------------------------------
 
-def rlimits(profile: Profile, uid: int | None, *, shared: bool) -> list[tuple[int, int]]:
-    """The per-process limits of a run. `uid` None: a fresh per-run uid, so RLIMIT_NPROC
-    is the run's own budget; `shared`: the uid runs other things too, so it is set relative
-    to what that uid already runs (then the limit is shared, see docs/emulator.md)."""
+def rlimits(profile: Profile, nproc_base: int | None) -> list[tuple[int, int]]:
+    """The per-process limits of a run; RLIMIT_NPROC at `nproc_base` + the profile's
+    process count, or not at all when `nproc_base` is None."""
     limits = [
         (resource.RLIMIT_CPU, profile.cpu_seconds),
         (resource.RLIMIT_FSIZE, profile.file_size_bytes),
@@ -372,11 +376,8 @@ def rlimits(profile: Profile, uid: int | None, *, shared: bool) -> list[tuple[in
     # ranges they never touch, which RLIMIT_AS would refuse; DATA counts what is writable.
     limits.append((getattr(resource, "RLIMIT_DATA", resource.RLIMIT_AS), profile.memory_bytes))
     nproc = getattr(resource, "RLIMIT_NPROC", None)
-    if nproc is not None and uid is None:
-        limits.append((nproc, profile.max_processes))
-    elif nproc is not None and uid != 0 and shared:
-        # Root ignores RLIMIT_NPROC: skip it there.
-        limits.append((nproc, _user_process_count(uid) + profile.max_processes))
+    if nproc is not None and nproc_base is not None:
+        limits.append((nproc, nproc_base + profile.max_processes))
     out = []
     for which, value in limits:
         soft, hard = resource.getrlimit(which)
