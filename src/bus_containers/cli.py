@@ -1,32 +1,35 @@
-"""The click commands: thin. Each one resolves settings, calls the service, renders.
+"""The click commands: options only. Each one parses its options into the controller's
+options dataclass and calls `controllers.execute` with it; the logic lives there.
 
 No HTTP here, and nothing heavy at import time: the host imports this module for every
-`bus` invocation, `--help` included (requests and jwt are imported by the service, late).
+`bus` invocation, `--help` included (controllers, the service, requests and jwt are
+imported when a command runs).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import sys
 
 import click
 
 from . import __version__
+from .commands import COMMANDS
+from .errors import ExitCode
+from .token import ALL_SCOPES
 
-# The contract's exit codes, by meaning (CONTRACT 6).
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OPTION_NAMES = ("api_url", "token_file", "timeout")
 META_KEY = "bus_containers.group_options"
+ARGS_KEY = "bus_containers.args"
+STANDALONE_NAME = "bus-containers"
 
 TOKEN_ON_COMMAND_LINE = (
     "a literal token is not accepted on the command line (it would end up in shell "
     "history and process lists). Use --token-file PATH, set $BUS_AI_TOKEN, or run: "
-    'bus auth token --scope "container:read container:run container:delete billing:read"'
-)  # spelled out, not imported from errors: this module stays import-light
+    f'bus auth token --scope "{ALL_SCOPES}"'
+)
 
 
 def _reject_token(ctx, param, value):
@@ -63,16 +66,31 @@ def _json_usage_error(ctx: click.Context, exc: click.UsageError):
     from .render import Output
 
     Output(json=True).error(UsageError(exc.format_message()))
-    ctx.exit(EXIT_USAGE)
+    ctx.exit(ExitCode.USAGE)
+
+
+class ContainersCommand(click.Command):
+    """A subcommand whose help ends with its example from the command table, in the name
+    the user typed (`bus containers run ...` or `bus-containers run ...`)."""
+
+    def format_epilog(self, ctx: click.Context, formatter) -> None:
+        super().format_epilog(ctx, formatter)
+        facts = COMMANDS.get(self.name)
+        if facts is not None:
+            formatter.write_paragraph()
+            formatter.write_text(f"Example: {invocation_of(ctx).prog} {facts.example}")
 
 
 class ContainersGroup(click.Group):
     """Shows usage errors as a JSON document when --json was asked for (CONTRACT 5)."""
 
+    command_class = ContainersCommand
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The group's own options (`containers --json --timeout abc status`) fail here,
         # before `invoke`: they get the JSON form too.
         original = list(args)
+        ctx.meta[ARGS_KEY] = original
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
@@ -81,7 +99,7 @@ class ContainersGroup(click.Group):
             _json_usage_error(ctx, exc)
 
     def invoke(self, ctx: click.Context):
-        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        args = ctx.meta.get(ARGS_KEY, [])
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -97,9 +115,10 @@ Exit codes: 0 success, 1 server error or unexpected response, 2 usage,
 """
 
 
-@click.group(cls=ContainersGroup, epilog=EPILOG)
+@click.group(cls=ContainersGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
-@click.version_option(__version__, "--version", prog_name="bus-containers",
+@click.version_option(__version__, "--version", prog_name=STANDALONE_NAME,
                       message="%(prog)s %(version)s")
 @click.pass_context
 def containers(ctx: click.Context, **options):
@@ -107,89 +126,32 @@ def containers(ctx: click.Context, **options):
     ctx.meta[META_KEY] = options
 
 
-def execute(ctx: click.Context, command: str, options: dict, action) -> None:
-    """Settings -> client -> action(client, output) -> exit code, with every error mapped.
+def invocation_of(ctx: click.Context):
+    """How the user called us: `bus containers` under a host, `bus-containers` alone."""
+    from .render import Invocation
 
-    `action` returns the exit code (None means 0). Nothing but click's own exits leaves
-    this function, so a host running us never shows a traceback.
-    """
-    from .errors import ContainersError
-    from .render import Output
+    group_ctx = ctx
+    while group_ctx.parent is not None and group_ctx.command is not containers:
+        group_ctx = group_ctx.parent
+    if group_ctx.parent is None:  # our group is the root: the console script
+        return Invocation(prog=STANDALONE_NAME, standalone=True)
+    return Invocation(prog=group_ctx.command_path)
+
+
+def execute(ctx: click.Context, command: str, options: dict, controller, opts=None) -> None:
+    """Merge the options given before and after the subcommand, run `controller(opts,
+    client, out)` in the controllers' frame, exit with its code."""
+    from . import controllers
 
     group = ctx.meta.get(META_KEY, {})
     merged = {name: options.get(name) if options.get(name) is not None else group.get(name)
               for name in OPTION_NAMES}
-    json_output = bool(options.get("json_output") or group.get("json_output"))
-    debug = bool(options.get("debug") or group.get("debug")
-                 or os.environ.get("BUS_DEBUG", "") not in ("", "0"))
-    output = Output(json=json_output)
-    handler = _start_debug_log(debug)
-    code = 0
-    try:
-        from .service import ContainersClient
-        from .settings import resolve
-
-        settings = resolve(command=command, host_obj=ctx.obj, env=os.environ,
-                           api_url=merged["api_url"], token_file=merged["token_file"],
-                           timeout=merged["timeout"], warn=output.warning)
-        output.redact = settings.token
-        client = ContainersClient(settings.api_url, settings.token, timeout=settings.timeout)
-        code = action(client, output) or 0
-    except ContainersError as error:
-        output.error(error)
-        code = error.exit_code
-    except KeyboardInterrupt:
-        from .errors import Interrupted
-
-        output.error(Interrupted("interrupted"))
-        code = EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, like a tool killed by SIGPIPE.
-        _silence_stdout()
-        code = EXIT_BROKEN_PIPE
-    except Exception as bug:  # CONTRACT 5: a short message, the traceback only with --debug
-        if debug:
-            import traceback
-
-            output.warning(traceback.format_exc())
-        output.error(ContainersError(f"unexpected error: {type(bug).__name__}: {bug}",
-                          guidance="Run again with --debug for details, and report it.",
-                          code="internal"))
-        code = 1
-    finally:
-        _stop_debug_log(handler)
-    ctx.exit(code)
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
-def _start_debug_log(debug: bool):
-    if not debug:
-        return None
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("debug: %(message)s"))
-    logger = logging.getLogger("bus_containers")
-    handler.previous_level = logger.level  # restored after the command: a host lives on
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    return handler
-
-
-def _stop_debug_log(handler) -> None:
-    if handler is not None:
-        import logging
-
-        logger = logging.getLogger("bus_containers")
-        logger.removeHandler(handler)
-        logger.setLevel(handler.previous_level)
+    common = controllers.CommonOptions(
+        **merged, json=bool(options.get("json_output") or group.get("json_output")),
+        debug=bool(options.get("debug") or group.get("debug")))
+    code = controllers.execute(command, common, functools.partial(controller, opts),
+                               host_obj=ctx.obj, invocation=invocation_of(ctx))
+    ctx.exit(int(code))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -198,7 +160,9 @@ def _stop_debug_log(handler) -> None:
 @click.pass_context
 def status(ctx, **options):
     """Show the runner's state (ready, starting, degraded, ...)."""
-    execute(ctx, "status", options, lambda client, out: out.status(client.status()))
+    from .controllers import status
+
+    execute(ctx, "status", options, status)
 
 
 def _require_utf8(ctx, param, value):
@@ -252,44 +216,16 @@ def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
     """Run COMMAND in a fresh container, streaming its output as it comes.
 
     \b
-    Example: bus containers run --profile codex -- sh -c 'printf OK'
     Ctrl-C detaches: the run keeps going (see `logs --follow`, `delete`).
     Exit code: the command's own; 124 when it (or --timeout) ran out of time.
     """
+    from .controllers import RunOptions, run
+
     if detach and remove:
         raise click.UsageError("--rm cannot be combined with --detach", ctx=ctx)
-
-    def action(client, out):
-        from .service import exit_code_for_run
-
-        if detach:
-            created = client.create_run(list(command), profile=profile, env=env,
-                                        timeout_seconds=run_timeout)
-            if out.json:
-                out.document(created)
-            else:
-                out.run_ids(created["id"])
-            return 0
-        if not out.json:
-            from .attach import run_attached
-
-            return run_attached(client, out, list(command), profile=profile, env=env,
-                                run_timeout=run_timeout, remove=remove)
-        created: list[str] = []
-        try:
-            finished = client.run(list(command), profile=profile, env=env,
-                                  timeout_seconds=run_timeout,
-                                  on_created=lambda run: created.append(run["id"]))
-        except KeyboardInterrupt:
-            from .errors import Interrupted
-
-            raise Interrupted.detached(created[0] if created else None) from None
-        out.document(finished)
-        if remove:
-            client.delete_run(finished["id"])
-        return exit_code_for_run(finished)
-
-    execute(ctx, "run", options, action)
+    execute(ctx, "run", options, run,
+            RunOptions(list(command), profile=profile, env=env, run_timeout=run_timeout,
+                       detach=detach, remove=remove))
 
 
 @containers.command()
@@ -301,8 +237,9 @@ def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
 @click.pass_context
 def logs(ctx, run_id, follow, offset, **options):
     """Print a run's output (stdout and stderr to ours, byte for byte)."""
-    execute(ctx, "logs", options, lambda client, out: out.logs(
-        run_id, client.iter_logs(run_id, offset=offset, follow=follow), offset))
+    from .controllers import LogsOptions, logs
+
+    execute(ctx, "logs", options, logs, LogsOptions(run_id, follow=follow, offset=offset))
 
 
 @containers.command()
@@ -311,28 +248,9 @@ def logs(ctx, run_id, follow, offset, **options):
 @click.pass_context
 def wait(ctx, run_id, **options):
     """Wait for a run to finish; exit with its exit code (124 on --timeout)."""
-    def action(client, out):
-        from .service import exit_code_for_run
+    from .controllers import WaitOptions, wait
 
-        progress = out.progress()
-        progress.start("waiting")
-        try:
-            run = client.wait_for_run(run_id, immediate=True, on_poll=progress.update)
-        except KeyboardInterrupt:
-            from .errors import Interrupted
-
-            raise Interrupted(f"stopped waiting for run {run_id}; it keeps running",
-                              guidance=f"Wait again:  bus containers wait {run_id}") from None
-        finally:
-            progress.stop()
-        code = exit_code_for_run(run)
-        if out.json:
-            out.document(run)
-        else:
-            out.message(f"Run {run['id']} {run.get('status')} (exit code {code})")
-        return code
-
-    execute(ctx, "wait", options, action)
+    execute(ctx, "wait", options, wait, WaitOptions(run_id))
 
 
 @containers.command()
@@ -344,8 +262,9 @@ def wait(ctx, run_id, **options):
 @click.pass_context
 def runs(ctx, limit, status_filter, **options):
     """List your runs, newest first."""
-    execute(ctx, "runs", options, lambda client, out: out.runs_table(
-        client.list_runs(limit=limit, status=status_filter)))
+    from .controllers import RunsOptions, runs
+
+    execute(ctx, "runs", options, runs, RunsOptions(limit=limit, status=status_filter))
 
 
 @containers.command()
@@ -354,7 +273,9 @@ def runs(ctx, limit, status_filter, **options):
 @click.pass_context
 def show(ctx, run_id, **options):
     """Show one run in full."""
-    execute(ctx, "show", options, lambda client, out: out.run_detail(client.get_run(run_id)))
+    from .controllers import ShowOptions, show
+
+    execute(ctx, "show", options, show, ShowOptions(run_id))
 
 
 @containers.command()
@@ -363,15 +284,11 @@ def show(ctx, run_id, **options):
 @click.pass_context
 def delete(ctx, run_ids, **options):
     """Delete runs (a running one is stopped first)."""
-    def action(client, out):
-        result = client.delete_runs(list(run_ids), on_result=lambda run_id, found: out.message(
-            f"Deleted {run_id}" if found else f"Not found: {run_id}"))
-        out.deleted(result["deleted"], result["not_found"])
-        return 3 if result["not_found"] else 0
+    from .controllers import DeleteOptions, delete
 
-    execute(ctx, "delete", options, action)
+    execute(ctx, "delete", options, delete, DeleteOptions(list(run_ids)))
 
 
 def main() -> None:
     """Console script `bus-containers`: the same group, standalone."""
-    containers.main(prog_name="bus-containers")
+    containers.main(prog_name=STANDALONE_NAME)

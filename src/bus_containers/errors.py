@@ -1,22 +1,44 @@
-"""One exception hierarchy for the client: each error knows its exit code and its guidance.
+"""One exception hierarchy for the client, and the one table of exit codes (CONTRACT 6).
 
-The service raises these; the CLI maps them to exit codes (CONTRACT 6) without knowing
-which HTTP status produced them, so a Python caller of `ContainersClient` gets the same
-errors the command line shows.
+The service raises these with structured fields (the run id, the origin, whether another
+try may help); it never words advice for a command line. `render.py` turns an error into
+the paragraph a user reads, with the "run this next" hints in the name the user typed, so a
+Python caller of `ContainersClient` gets the same errors without any CLI advice.
 """
 
 from __future__ import annotations
 
-ALL_SCOPES = "container:read container:run container:delete billing:read"
-TOKEN_COMMAND = f'bus auth token --scope "{ALL_SCOPES}"'
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """CONTRACT 6. `run` also exits with the remote command's own code (any int)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    AUTH = 4
+    BILLING = 5
+    TIMEOUT = 124
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, as a tool killed by a closed pipe
 
 
 class ContainersError(Exception):
-    """Base class. `code` is a stable machine-readable word, shown in `--json` errors."""
+    """Base class. `code` is a stable machine-readable word, shown in `--json` errors.
 
-    exit_code = 1
+    Fields the retry policy reads (`service.should_retry`): `retryable` (another attempt
+    may succeed), `retry_after` (the server's Retry-After, seconds), `answer_lost` (the
+    request may have been carried out, only its answer lost). After the retries, `attempts`
+    is how many were made and `gave_up_early` says the next retry would have passed the
+    deadline. `run_id` and `origin` say what the error is about, for the hints render makes.
+    """
+
+    exit_code = ExitCode.ERROR
     code = "error"
     label = "Error"  # how a human sees it start: "Error: <message>"
+    retryable = False
 
     def __init__(
         self,
@@ -26,30 +48,46 @@ class ContainersError(Exception):
         url: str | None = None,
         code: str | None = None,
         status: int | None = None,
+        run_id: str | None = None,
+        origin: str | None = None,
+        retry_after: float | None = None,
+        answer_lost: bool = False,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.guidance = guidance
+        self.guidance = guidance  # the server's own guidance (or a fact, never a command)
         self.url = url
         self.status = status
+        self.run_id = run_id
+        self.origin = origin
+        self.retry_after = retry_after
+        self.answer_lost = answer_lost
+        self.attempts = 1
+        self.gave_up_early = False
+        self.timeout: float | None = None
+        if retryable is not None:
+            self.retryable = retryable
         if code:
             self.code = code
 
-    def __str__(self) -> str:  # `message` may be completed after raising (retries)
+    def __str__(self) -> str:
         return self.message
 
     def to_dict(self) -> dict:
-        error = {"code": self.code, "message": self.message, "exit_code": self.exit_code}
+        error = {"code": self.code, "message": self.message, "exit_code": int(self.exit_code)}
         if self.guidance:
             error["guidance"] = self.guidance
         if self.url:
             error["url"] = self.url
+        if self.run_id:
+            error["run_id"] = self.run_id
         return {"error": error}
 
 
 # -- exit 2: usage ---------------------------------------------------------------------
 class UsageError(ContainersError):
-    exit_code = 2
+    exit_code = ExitCode.USAGE
     code = "usage"
 
 
@@ -69,14 +107,23 @@ class InvalidRequest(UsageError):
 
 # -- exit 3: not found -----------------------------------------------------------------
 class RunNotFound(ContainersError):
-    exit_code = 3
+    exit_code = ExitCode.NOT_FOUND
     code = "not_found"
 
 
 # -- exit 4: authentication and permission ---------------------------------------------
 class AuthError(ContainersError):
-    exit_code = 4
+    """Every token problem; render adds how to get a (new) token. `token_source` says
+    where the token came from (a path, `$BUS_AI_TOKEN`), when known."""
+
+    exit_code = ExitCode.AUTH
     code = "unauthenticated"
+
+    def __init__(self, message: str, *, scope: str | None = None,
+                 token_source: str | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.scope = scope
+        self.token_source = token_source
 
 
 class TokenMissing(AuthError):
@@ -105,7 +152,7 @@ class Forbidden(AuthError):
 
 # -- exit 5: billing, quota, rate limits -----------------------------------------------
 class BillingError(ContainersError):
-    exit_code = 5
+    exit_code = ExitCode.BILLING
 
 
 class BillingRequired(BillingError):
@@ -118,6 +165,7 @@ class QuotaExhausted(BillingError):
 
 class RateLimited(BillingError):
     code = "rate_limited"
+    retryable = True
 
 
 # -- exit 1: server trouble ------------------------------------------------------------
@@ -131,12 +179,27 @@ class ApiError(ContainersError):
     code = "api_error"
 
 
+class EndpointNotFound(ApiError):
+    """404 on a path that is not a run: the endpoint is missing, so the origin is wrong."""
+
+    code = "endpoint_not_found"
+
+
 class ServerError(ContainersError):
     code = "server_error"
+    retryable = True
 
 
 class ConnectionFailed(ContainersError):
+    """The server could not be reached, or the connection broke. `idle` marks a follow
+    stream that was only quiet: reopened without counting as a failed attempt."""
+
     code = "connection_failed"
+    retryable = True
+
+    def __init__(self, message: str, *, idle: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.idle = idle
 
 
 class UnexpectedResponse(ContainersError):
@@ -145,29 +208,21 @@ class UnexpectedResponse(ContainersError):
 
 # -- exit 124: out of time -------------------------------------------------------------
 class CommandTimeout(ContainersError):
-    """The CLI's own --timeout was reached (the run, if any, keeps going on the server)."""
+    """The CLI's own --timeout was reached. With `run_id`, the run keeps going."""
 
-    exit_code = 124
+    exit_code = ExitCode.TIMEOUT
     code = "timeout"
-
-    def __init__(self, message: str, *, run_id: str | None = None, **kwargs) -> None:
-        super().__init__(message, **kwargs)
-        self.run_id = run_id
 
 
 # -- exit 130: Ctrl-C ------------------------------------------------------------------
 class Interrupted(ContainersError):
-    """Ctrl-C. When a run exists, it keeps going: the message names it."""
+    """Ctrl-C. With `run_id`, the run keeps going; `waiting` says we only stopped waiting
+    (so the hint is to wait again, not to follow)."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
     label = None
 
-    @classmethod
-    def detached(cls, run_id: str | None) -> Interrupted:
-        if run_id is None:
-            return cls("interrupted before the server answered: a run may have been created",
-                       guidance="See your runs with: bus containers runs --status running")
-        return cls(f"Detached from run {run_id}; it keeps running.",
-                   guidance=f"Follow it:  bus containers logs --follow {run_id}\n"
-                            f"Delete it:  bus containers delete {run_id}")
+    def __init__(self, message: str, *, waiting: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.waiting = waiting

@@ -41,6 +41,89 @@ def _command_text(command: object) -> str:
 
 
 @dataclass
+class Invocation:
+    """How the user called us, for the "run this next" hints: `prog` is the name typed
+    (`bus containers` under the host, `bus-containers` standalone); `origin` and its
+    source say which API a connection error was about."""
+
+    prog: str = "bus containers"
+    standalone: bool = False
+    origin: str | None = None
+    origin_source: str | None = None
+
+
+TOKEN_ENV_HELP = "$BUS_AI_TOKEN"
+API_URL_ENV_HELP = "--api-url, $BUS_AI_API_URL or $BUS_API_BASE_URL"
+
+
+def token_hint(invocation: Invocation) -> str:
+    """How to get a token: the host's `bus auth token`, and for a standalone user without
+    the Bus CLI also the local emulator's way (docs/emulator.md)."""
+    from .token import ALL_SCOPES
+
+    host = f'bus auth token --scope "{ALL_SCOPES}"'
+    if not invocation.standalone:
+        return f"Get a token with: {host}"
+    return (f"Get a token with the Bus CLI: {host}\n"
+            "or, for a local emulator: export BUS_AI_TOKEN=\"$(bus-containers-emulator "
+            "token --sub \"$(uuidgen)\")\"")
+
+
+def hint_for(error, invocation: Invocation) -> str | None:
+    """The CLI's advice for an error: what to run next, in the name the user typed.
+    The service raises facts (run id, scope, origin); the words are made here."""
+    from . import errors as e
+
+    prog = invocation.prog
+    run_id = getattr(error, "run_id", None)
+    if isinstance(error, e.AuthError):
+        if error.guidance and "auth token" in error.guidance:
+            return None  # the server already said how
+        return token_hint(invocation)
+    if isinstance(error, e.CommandTimeout):
+        if run_id:
+            return (f"Check it with: {prog} show {run_id}   "
+                    f"Stop it with: {prog} delete {run_id}")
+        return "Try again, or raise --timeout."
+    if isinstance(error, e.Interrupted):
+        if getattr(error, "waiting", False) and run_id:
+            return f"Wait again:  {prog} wait {run_id}"
+        if run_id:
+            return (f"Follow it:  {prog} logs --follow {run_id}\n"
+                    f"Delete it:  {prog} delete {run_id}")
+        if error.message != "interrupted":
+            return f"See your runs with: {prog} runs --status running"
+        return None
+    if isinstance(error, (e.ConnectionFailed, e.EndpointNotFound)):
+        origin = error.origin or invocation.origin
+        where = f"The API origin is {origin}" if origin else "Check the API origin"
+        if origin and invocation.origin_source:
+            where += f" (from {invocation.origin_source})"
+        return f"{where}; set {API_URL_ENV_HELP} to change it, and check the server is up."
+    return None
+
+
+def error_text(error, invocation: Invocation) -> str:
+    """An error as the one paragraph a human reads: message, why we stopped retrying,
+    the server's guidance, our hint, the server's link."""
+    label = getattr(error, "label", "Error")
+    message = error.message
+    if getattr(error, "gave_up_early", False):
+        message += (f" (gave up after {error.attempts} attempt(s): the next retry would "
+                    f"pass the timeout of {error.timeout:g} s)")
+    lines = [f"{label}: {message}" if label else message]
+    if error.guidance:
+        lines.append(error.guidance)
+    hint = hint_for(error, invocation)
+    if hint:
+        lines.append(hint)
+    if error.url:
+        lines.append(f"See {error.url}")
+    # Messages may come from the server: no control sequence reaches the terminal.
+    return "\n".join(_clean(line) for line in "\n".join(lines).split("\n"))
+
+
+@dataclass
 class Output:
     """Where results and messages go; tests inject their own streams."""
 
@@ -48,6 +131,7 @@ class Output:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     redact: str | None = None  # the token: masked in every message, as a last line of defence
+    invocation: Invocation = field(default_factory=Invocation)
 
     def __post_init__(self) -> None:
         # A closed stream (`2>&-`) is None in Python; print(file=None) would write to
@@ -74,17 +158,21 @@ class Output:
         if self.json:
             import json
 
-            self.err.write(self._masked(json.dumps(error.to_dict())) + "\n")
+            document = error.to_dict()
+            guidance = "\n".join(filter(None, [error.guidance,
+                                               hint_for(error, self.invocation)]))
+            if guidance:
+                document["error"]["guidance"] = guidance
+            self.err.write(self._masked(json.dumps(document)) + "\n")
             self.err.flush()
             return
-        # Messages may come from the server: no control sequence reaches the terminal.
-        label = getattr(error, "label", "Error")
-        text = f"{label}: {_clean(error.message)}" if label else _clean(error.message)
-        if error.guidance:
-            text += "\n" + "\n".join(_clean(line) for line in error.guidance.split("\n"))
-        if error.url:
-            text += f"\nSee {_clean(error.url)}"
-        print(self._masked(text), file=self.err, flush=True)
+        print(self._masked(error_text(error, self.invocation)), file=self.err, flush=True)
+
+    def retrying(self, error, delay: float, attempt: int, attempts: int) -> None:
+        """A retry the user would otherwise wait through in silence: on a terminal only."""
+        if not self.json and _isatty(self.err):
+            print(self._masked(f"{_clean(error.message)}; retrying in {delay:.1f} s "
+                               f"({attempt}/{attempts})"), file=self.err, flush=True)
 
     # -- stdout --------------------------------------------------------------------------
     def _json(self, data, stream: TextIO) -> None:

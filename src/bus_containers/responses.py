@@ -25,19 +25,6 @@ _ERROR_BY_STATUS = {
 }
 
 
-class Retryable(Exception):
-    """An attempt failed in a way worth another try; carries the error to raise at the end."""
-
-    def __init__(self, error: e.ContainersError, retry_after: float | None = None,
-                 answer_lost: bool = False):
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
-        # The request may have been carried out, only its answer lost (a connection cut
-        # after it was sent, a read timeout): a retry may find its effect already done.
-        self.answer_lost = answer_lost
-
-
 def _finite(text: str) -> float:
     value = float(text)
     if value != value or value in (float("inf"), float("-inf")):
@@ -79,51 +66,40 @@ def error_body(body: bytes) -> dict | None:
 
 
 def error_for(status: int, body: bytes, url: str, retry_after: float | None,
-               run_path: bool = True):
-    """The typed error (or Retryable) for an answer outside the expected statuses."""
+              run_path: bool = True) -> e.ContainersError:
+    """The typed error for an answer outside the expected statuses. Whether it is worth
+    another try is on the error (`retryable`, `retry_after`), not decided here."""
     error = error_body(body)
     code = error["code"] if error else None
-    extra = {}
+    extra = {"status": status, "retry_after": retry_after}
     if error:
-        extra = {k: error[k] for k in ("guidance", "url") if isinstance(error.get(k), str)}
+        extra.update({k: error[k] for k in ("guidance", "url") if isinstance(error.get(k), str)})
     if status >= 500 or (status == 429 and code != "quota_exhausted"):
         message = error["message"] if error else f"HTTP {status}"
         if status == 429:
-            failure = e.RateLimited(f"rate limited by {url}: {message}", status=status,
-                                    **extra)
-        else:
-            failure = e.ServerError(f"server error from {url} (HTTP {status}): {message}",
-                                    status=status, **extra)
-        return Retryable(failure, retry_after)
+            return e.RateLimited(f"rate limited by {url}: {message}", **extra)
+        return e.ServerError(f"server error from {url} (HTTP {status}): {message}", **extra)
     if error is None or status < 400:
         return e.UnexpectedResponse(f"unexpected response from {url} (HTTP {status})",
                                     status=status)
     # An empty message would print as a bare "Error:": say at least what came back.
     message = error["message"].strip() or f"{url} answered HTTP {status} ({code or 'no code'})"
     if status == 429:
-        return e.QuotaExhausted(message, status=status, **extra)
+        return e.QuotaExhausted(message, **extra)
     if status == 401:
         cls = e.TokenExpired if code == "token_expired" else e.AuthError
-        how = f"Get a new token with: {e.TOKEN_COMMAND}"
-        server_says = extra.get("guidance")  # kept, but CONTRACT 4 wants the command too
-        if not server_says:
-            extra["guidance"] = how
-        elif "bus auth token" not in server_says:
-            extra["guidance"] = f"{server_says} {how}"
-        return cls(message, status=status, code=code, **extra)
+        return cls(message, code=code, **extra)
     if status == 403:
-        scope = error.get("scope")
-        if isinstance(scope, str) and scope not in message:
+        scope = error.get("scope") if isinstance(error.get("scope"), str) else None
+        if scope and scope not in message:
             message += f" (needs scope '{scope}')"
         cls = e.MissingScope if code == "insufficient_scope" else e.Forbidden
-        extra.setdefault("guidance", f"Get a token with the right scopes: {e.TOKEN_COMMAND}")
-        return cls(message, status=status, **extra)
+        return cls(message, scope=scope, **extra)
     if status == 404 and not run_path:
-        # Not a run that is missing: the endpoint itself is, so the URL is probably wrong.
-        return e.ApiError(f"{url} was not found (HTTP 404): {message}", status=status,
-                          guidance="Check the API URL (--api-url, $BUS_AI_API_URL).")
+        # Not a run that is missing: the endpoint itself is, so the origin is probably wrong.
+        return e.EndpointNotFound(f"{url} was not found (HTTP 404): {message}", **extra)
     cls = _ERROR_BY_STATUS.get(status, e.ApiError)
-    return cls(message, status=status, code=code, **extra)
+    return cls(message, code=code, **extra)
 
 
 def check_status(data, url: str, status: int) -> dict:

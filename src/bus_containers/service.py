@@ -2,8 +2,13 @@
 
 It makes the HTTP calls, retries, polls and paginates; it returns plain data (dicts and
 lists as the server sent them, unknown fields kept) or raises the typed errors of
-`errors.py`. It never prints: requests are logged on the `bus_containers` logger at DEBUG
-level, with the Authorization header masked.
+`errors.py`, with structured fields and no command-line advice. It never prints: requests
+are logged on the `bus_containers` logger at DEBUG level, with the Authorization header
+masked.
+
+Every request goes through one function, `_request`, and its one retry loop; whether an
+error is worth another try is data on the error (`retryable`, `retry_after`, `idle`), read
+by the pure policy functions `should_retry` and `retry_delay`.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 from . import __version__
 from . import errors as e
 from .responses import (
     RUN_ID_PATTERN,
-    Retryable,
     check_created_run,
     check_run,
     check_run_page,
@@ -31,8 +36,8 @@ from .responses import (
     parse_log_line,
 )
 from .settings import API_PATH
-from .token import SCOPE_BY_COMMAND, check_claims, read_claims
-from .transport import Idle, cut_after_connect, is_read_timeout, read_body, short_reason
+from .token import SCOPE_DELETE, SCOPE_READ, SCOPE_RUN, check_claims, read_claims
+from .transport import cut_after_connect, is_read_timeout, iter_lines, read_body, short_reason
 
 log = logging.getLogger("bus_containers")
 
@@ -51,7 +56,39 @@ STREAM_IDLE_TIMEOUT = 30.0  # a silent follow stream is reopened after this, not
 STREAM_PREFER_WAIT = 1  # seconds a streamed run may finish within its create call
 PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
 PAGE_SIZE = 100
+MAX_LOG_LINE_BYTES = 16 * 1024 * 1024  # one NDJSON log line; longer is not a log line
 REQUEST_ID_HEADERS = ("X-Request-Id", "Request-Id", "X-Amzn-RequestId")
+
+RetryHook = Callable[[e.ContainersError, float, int, int], None]
+
+
+class Answer(NamedTuple):
+    """One API answer: the checked body, and the server's Retry-After (seconds) if any."""
+
+    data: object
+    retry_after: float | None
+
+
+# -- the retry policy: pure functions of the error and the attempt count ----------------
+def should_retry(error: e.ContainersError, failures: int, max_retries: int) -> bool:
+    """Another attempt after `failures` failed ones? A quiet follow stream (`idle`) is not
+    a failure and is always reopened; the deadline is the caller's to check."""
+    if not error.retryable:
+        return False
+    return getattr(error, "idle", False) or failures <= max_retries
+
+
+def retry_delay(error: e.ContainersError, failures: int, jitter: float) -> float:
+    """Seconds before the next attempt: the server's Retry-After when it gave one, else
+    exponential backoff from BACKOFF_START (capped), shortened by up to 25 % `jitter`
+    (0..1) so clients that failed together do not retry together."""
+    if getattr(error, "idle", False):
+        return 0.0
+    if error.retry_after is not None:
+        return error.retry_after
+    backoff = min(BACKOFF_CAP, BACKOFF_START * 2 ** (failures - 1))
+    return backoff * (1 - 0.25 * jitter)
+
 
 def validate_run_id(run_id: object) -> str:
     """The id unchanged, or InvalidRunId: nothing else can reach the URL path."""
@@ -75,13 +112,13 @@ def is_finished(run: dict) -> bool:
 def exit_code_for_run(run: dict) -> int:
     """The process exit code `run` reports for a finished run (CONTRACT 5)."""
     if run.get("status") == "timed_out":
-        return 124
+        return e.ExitCode.TIMEOUT
     code = run.get("exit_code")
     valid = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
     if run.get("status") == "succeeded":
         return code if valid else 0
     # failed, cancelled or an unknown final word: never report success without a code
-    return code if valid and code != 0 else 1
+    return code if valid and code != 0 else e.ExitCode.ERROR
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -108,7 +145,8 @@ class ContainersClient:
     """Client of the container-runner API.
 
     `api_url` is the origin (`https://host[/prefix]`); `timeout` is the budget in seconds
-    for each public call, retries and polling included.
+    for each public call, retries and polling included. `on_retry(error, delay, attempt,
+    attempts)` hears of each retry before its pause (e.g. to tell a waiting user).
     """
 
     def __init__(
@@ -121,10 +159,13 @@ class ContainersClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         max_retries: int = MAX_RETRIES,
+        on_retry: RetryHook | None = None,
     ) -> None:
-        self.base_url = api_url.rstrip("/") + API_PATH
+        self.origin = api_url.rstrip("/")
+        self.base_url = self.origin + API_PATH
         self.timeout = timeout
         self.max_retries = max_retries
+        self.on_retry = on_retry
         self._token = token
         self._claims: dict | None = None
         self._session = session
@@ -136,7 +177,7 @@ class ContainersClient:
 
     # -- public API ----------------------------------------------------------------------
     def status(self) -> dict:
-        return self._call("GET", "/status", scope_of="status", shape=check_status)
+        return self._call("GET", "/status", scope=SCOPE_READ, shape=check_status).data
 
     def create_run(
         self,
@@ -152,10 +193,10 @@ class ContainersClient:
         server sent it: finished (201) or not yet (202); see `is_finished`."""
         return self._create_run(command, profile=profile, env=env,
                                 timeout_seconds=timeout_seconds, wait=wait,
-                                deadline=deadline)[0]
+                                deadline=deadline).data
 
-    def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline):
-        """create_run, plus the answer's Retry-After (the first poll's delay after a 202)."""
+    def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline) -> Answer:
+        """create_run, with the answer's Retry-After (the first poll's delay after a 202)."""
         body: dict = {"profile": profile, "command": list(command)}
         if timeout_seconds is not None:
             body["timeout_seconds"] = timeout_seconds
@@ -168,9 +209,8 @@ class ContainersClient:
             seconds = int(min(wait, PREFER_WAIT_CAP, deadline - self._clock() - 1))
             if seconds > 0:
                 headers["Prefer"] = f"wait={seconds}"
-        return self._call("POST", "/runs", scope_of="run", json_body=body, headers=headers,
-                          deadline=deadline, expect=(201, 202), shape=check_created_run,
-                          with_retry_after=True)
+        return self._call("POST", "/runs", scope=SCOPE_RUN, json_body=body, headers=headers,
+                          deadline=deadline, expect=(201, 202), shape=check_created_run)
 
     def wait_for_run(self, run_id: str, *, deadline: float | None = None,
                      retry_after: float | None = None, immediate: bool = False,
@@ -195,9 +235,8 @@ class ContainersClient:
             if wait:
                 self._sleep(wait)
             try:
-                run, retry_after = self._call("GET", f"/runs/{run_id}", scope_of="wait",
-                                              deadline=deadline, shape=check_run,
-                                              with_retry_after=True)
+                run, retry_after = self._call("GET", f"/runs/{run_id}", scope=SCOPE_READ,
+                                              deadline=deadline, shape=check_run)
             except e.CommandTimeout:  # a poll that did not answer before the deadline
                 raise self._still_running(run_id) from None
             if on_poll is not None:
@@ -208,10 +247,12 @@ class ContainersClient:
 
     def follow_run(self, command: list[str], *, profile: str = "codex",
                    env: dict[str, str] | None = None, timeout_seconds: int | None = None,
-                   on_poll: Callable[[dict], None] | None = None) -> Iterator[dict]:
+                   on_poll: Callable[[dict], None] | None = None,
+                   live: bool = True) -> Iterator[dict]:
         """Create a run and yield its life as events, all inside `timeout`:
         `{"event": "created", "run"}`, output chunks as `iter_logs` yields them (live),
-        then `{"event": "end", "status", "exit_code"}`.
+        then `{"event": "end", "status", "exit_code"}`. With `live=False` the run is
+        polled instead, and only the end comes, with the final `run` object.
 
         The create asks the server to hold on for a second, so a quick command costs one
         round trip; a longer one is then streamed from its first byte. A server without
@@ -219,10 +260,16 @@ class ContainersClient:
         at the end.
         """
         deadline = self._deadline(None)
-        run = self.create_run(command, profile=profile, env=env,
-                              timeout_seconds=timeout_seconds, wait=STREAM_PREFER_WAIT,
-                              deadline=deadline)
+        run, retry_after = self._create_run(command, profile=profile, env=env,
+                                            timeout_seconds=timeout_seconds,
+                                            wait=STREAM_PREFER_WAIT, deadline=deadline)
         yield {"event": "created", "run": run}
+        if not live:
+            if not is_finished(run):
+                run = self.wait_for_run(run["id"], deadline=deadline,
+                                        retry_after=retry_after, on_poll=on_poll)
+            yield _end_event(run)
+            return
         # A run finished within the create call carries its output as text; only when that
         # text is lossy (bytes that were not UTF-8 show as U+FFFD) are the exact bytes
         # worth a second request.
@@ -237,23 +284,26 @@ class ContainersClient:
                 if error.status != 404 or streamed:
                     raise
             if not is_finished(run):
-                run = self.wait_for_run(run["id"], deadline=deadline, on_poll=on_poll)
+                run = self.wait_for_run(run["id"], deadline=deadline,
+                                        retry_after=retry_after, on_poll=on_poll)
         for name in ("stdout", "stderr"):
             if isinstance(run.get(name), str) and run[name]:
                 yield {"stream": name, "offset": None,
                        "data": run[name].encode("utf-8", "surrogateescape")}
-        yield {"event": "end", "status": run.get("status"), "exit_code": run.get("exit_code"),
-               "output_truncated": run.get("output_truncated"), "run": run}
+        yield _end_event(run)
 
     def run(self, command: list[str], *, profile: str = "codex",
             env: dict[str, str] | None = None, timeout_seconds: int | None = None,
+            wait: float | None = None,
             on_created: Callable[[dict], None] | None = None) -> dict:
-        """Create a run and wait for it to finish, all inside `timeout`. `on_created` is
-        called with the run as first returned (e.g. to show its id before waiting)."""
+        """Create a run and wait for it to finish, all inside `timeout`. The create call
+        may be held by the server for `wait` seconds (default: the whole timeout);
+        `on_created` is called with the run as first returned (e.g. to show its id)."""
         deadline = self._deadline(None)
         run, retry_after = self._create_run(command, profile=profile, env=env,
                                             timeout_seconds=timeout_seconds,
-                                            wait=self.timeout, deadline=deadline)
+                                            wait=self.timeout if wait is None else wait,
+                                            deadline=deadline)
         if on_created is not None:
             on_created(run)
         if is_finished(run):
@@ -262,7 +312,7 @@ class ContainersClient:
 
     def get_run(self, run_id: str) -> dict:
         validate_run_id(run_id)
-        return self._call("GET", f"/runs/{run_id}", scope_of="show", shape=check_run)
+        return self._call("GET", f"/runs/{run_id}", scope=SCOPE_READ, shape=check_run).data
 
     def iter_runs(self, *, limit: int | None = None, status: str | None = None) -> Iterator[dict]:
         """The account's runs, newest first, following next_cursor until `limit`."""
@@ -275,8 +325,8 @@ class ContainersClient:
                 params["cursor"] = cursor
             if status:
                 params["status"] = status
-            page = self._call("GET", "/runs", scope_of="runs", params=params,
-                              deadline=deadline, shape=check_run_page)
+            page = self._call("GET", "/runs", scope=SCOPE_READ, params=params,
+                              deadline=deadline, shape=check_run_page).data
             for run in page["runs"][: None if limit is None else limit - count]:
                 count += 1
                 yield run
@@ -291,8 +341,8 @@ class ContainersClient:
 
     def delete_run(self, run_id: str) -> None:
         validate_run_id(run_id)
-        self._call("DELETE", f"/runs/{run_id}", scope_of="delete", expect=(200, 202, 204),
-                   shape=None, gone_means_done=True)
+        self._call("DELETE", f"/runs/{run_id}", scope=SCOPE_DELETE, expect=(200, 202, 204),
+                   gone_means_done=True)
 
     def delete_runs(self, run_ids: list[str],
                     on_result: Callable[[str, bool], None] | None = None) -> dict:
@@ -321,72 +371,67 @@ class ContainersClient:
 
         A dropped or cut stream is reopened at the next byte not yet yielded (retries as
         CONTRACT 4), so no byte is lost or repeated. A follow stream that is merely quiet is
-        reopened without counting as a failure. RunNotFound (404) for an unknown run, and
-        for a server without the logs endpoint.
+        reopened without counting as a failure. The deadline holds on every byte, and a
+        line longer than MAX_LOG_LINE_BYTES is an unexpected response (memory stays
+        bounded). RunNotFound (404) for an unknown run, and for a server without the logs
+        endpoint.
         """
         validate_run_id(run_id)
-        self._check_token("logs")
         deadline = self._deadline(deadline)
-        url = f"{self.base_url}/runs/{run_id}/logs"
-        headers = {"Accept": "application/x-ndjson"}
-        position, failures = offset, 0
-        while True:
-            params = {"follow": "true" if follow else "false", "offset": position}
-            try:
-                with self._transport_errors(url, deadline, idle_ok=follow), \
-                        self._send("GET", url, params, None, headers, deadline, failures + 1,
-                                   read_timeout=STREAM_IDLE_TIMEOUT) as response:
-                    if response.status_code != 200:
-                        raise error_for(response.status_code, read_body(response, url), url,
-                                        parse_retry_after(response.headers.get("Retry-After")),
-                                        run_path=True)
-                    for line in response.iter_lines(chunk_size=1 << 16):
-                        event = parse_log_line(line, url)
-                        if event is None:
-                            continue
-                        if event.get("event") == "end":
-                            yield event
-                            return
-                        chunk = _unseen_part(event, position)
-                        if chunk is not None:
-                            position = chunk["offset"] + len(chunk["data"])
-                            failures = 0  # progress: a later drop starts a fresh count
-                            yield chunk
-                        if self._clock() >= deadline:  # a run that never stops talking
-                            raise self._still_running(run_id) if follow else \
-                                self._timeout_error(url)
-                if not follow:
+        position = offset
+
+        def read(response, url: str) -> Iterator[dict]:
+            nonlocal position
+            for line in iter_lines(response, url, MAX_LOG_LINE_BYTES):
+                if self._clock() >= deadline:  # a server that never stops talking
+                    raise self._still_running(run_id) if follow else self._timeout_error(url)
+                event = parse_log_line(line, url)
+                if event is None:
+                    continue
+                if event.get("event") == "end":
+                    yield event
                     return
-                raise Retryable(e.ConnectionFailed(
-                    f"the output stream of {run_id} ended before the run did"))
-            except Idle:
-                if self._clock() >= deadline:
-                    raise self._still_running(run_id) from None
-            except Retryable as failure:
-                failures += 1
-                self._before_retry(failure, failures, deadline, "GET", url)
-            except e.CommandTimeout:
-                if not follow:
-                    raise
-                raise self._still_running(run_id) from None
+                chunk = _unseen_part(event, position)
+                if chunk is not None:
+                    position = chunk["offset"] + len(chunk["data"])
+                    yield chunk
+            if follow:
+                raise e.ConnectionFailed(
+                    f"the output stream of {run_id} ended before the run did",
+                    run_id=run_id, origin=self.origin)
+
+        try:
+            yield from self._request(
+                "GET", f"/runs/{run_id}/logs", scope=SCOPE_READ, deadline=deadline,
+                params=lambda: {"follow": "true" if follow else "false", "offset": position},
+                headers={"Accept": "application/x-ndjson"}, read=read,
+                read_timeout=STREAM_IDLE_TIMEOUT, quiet_is_idle=follow)
+        except e.CommandTimeout as error:
+            if not follow or error.run_id:
+                raise
+            raise self._still_running(run_id) from None
 
     # -- plumbing ------------------------------------------------------------------------
     def _deadline(self, deadline: float | None) -> float:
         return self._clock() + self.timeout if deadline is None else deadline
 
     def _still_running(self, run_id: str) -> e.CommandTimeout:
-        return e.CommandTimeout(
+        error = e.CommandTimeout(
             f"run {run_id} did not finish within the timeout of {self.timeout:g} s; "
-            "it keeps running on the server",
-            guidance=f"Check it with: bus containers show {run_id}   "
-                     f"Stop it with: bus containers delete {run_id}",
-            run_id=run_id,
-        )
+            "it keeps running on the server", run_id=run_id)
+        error.timeout = self.timeout
+        return error
 
-    def _check_token(self, command: str) -> None:
+    def _timeout_error(self, url: str) -> e.CommandTimeout:
+        error = e.CommandTimeout(
+            f"no answer from {url} within the timeout of {self.timeout:g} s")
+        error.timeout = self.timeout
+        return error
+
+    def _check_token(self, scope: str) -> None:
         if self._claims is None:
             self._claims = read_claims(self._token)
-        check_claims(self._claims, SCOPE_BY_COMMAND.get(command))
+        check_claims(self._claims, scope)
 
     def _get_session(self):
         if self._session is None:
@@ -395,70 +440,87 @@ class ContainersClient:
             self._session = requests.Session()
         return self._session
 
-    def _call(self, method, path, *, scope_of, params=None, json_body=None, headers=None,
-              deadline=None, expect=(200,), shape=None, with_retry_after=False,
-              gone_means_done=False):
-        """One API call with retries. Returns the parsed body (and Retry-After if asked).
+    def _call(self, method, path, *, scope, params=None, json_body=None, headers=None,
+              deadline=None, expect=(200,), shape=None, gone_means_done=False) -> Answer:
+        """One API call with retries: its Answer (the body checked by `shape`).
 
         `gone_means_done` (DELETE): a 404 on a retry, after an attempt whose answer was
         lost, is that attempt's own doing; the call succeeded."""
-        self._check_token(scope_of)
+        def read(response, url: str) -> Iterator[Answer]:
+            body = read_body(response, url, lambda: self._clock() > deadline)
+            data = None
+            if shape is not None:
+                # A run's output can be tens of MB: the bytes are dropped once decoded,
+                # so bytes, text and the parsed strings are never all alive at once.
+                text, body = _json_text(body), None
+                data = shape(parse_json(text, response.status_code, url), url,
+                             response.status_code)
+            yield Answer(data, parse_retry_after(response.headers.get("Retry-After")))
+
         deadline = self._deadline(deadline)
+        for answer in self._request(method, path, scope=scope, params=params,
+                                    json_body=json_body, headers=headers, deadline=deadline,
+                                    expect=expect, read=read, gone_means_done=gone_means_done):
+            return answer
+        raise AssertionError("unreachable: a call's read yields one answer")
+
+    def _request(self, method: str, path: str, *, scope: str, deadline: float,
+                 read: Callable[..., Iterator], params=None, json_body=None, headers=None,
+                 expect=(200,), read_timeout: float = READ_TIMEOUT,
+                 quiet_is_idle: bool = False, gone_means_done: bool = False) -> Iterator:
+        """THE request function, with the one retry loop. Each attempt sends the request
+        and yields what `read(response, url)` yields from an expected answer; any other
+        answer or a broken connection is a typed error, retried while `should_retry` says
+        so and the pause fits before the deadline. `params` may be a function, called per
+        attempt (a resumed stream asks from where it got to). Whatever `read` yields is
+        progress: a later failure starts a fresh count."""
+        self._check_token(scope)
         url = self.base_url + path
-        attempt = 0
+        failures = attempt = 0
         answer_lost = False
         while True:
             attempt += 1
             try:
-                status, body, retry_after = self._attempt(method, url, params, json_body,
-                                                          headers, deadline, attempt)
-                if status == 404 and gone_means_done and answer_lost:
-                    log.debug("%s %s: 404 after a lost answer, taken as done", method, url)
-                    return (None, retry_after) if with_retry_after else None
-                if status not in expect:
-                    raise error_for(status, body, url, retry_after,
-                                    run_path=path.startswith("/runs/"))
-                data = None
-                if shape is not None:
-                    # A run's output can be tens of MB: the bytes are dropped once decoded,
-                    # so bytes, text and the parsed strings are never all alive at once.
-                    text, body = _json_text(body), None
-                    data = shape(parse_json(text, status, url), url, status)
-                return (data, retry_after) if with_retry_after else data
-            except Retryable as failure:
-                answer_lost = answer_lost or failure.answer_lost
-                self._before_retry(failure, attempt, deadline, method, url)
+                with self._transport_errors(url, deadline, quiet_is_idle), \
+                        self._send(method, url, params() if callable(params) else params,
+                                   json_body, headers, deadline, attempt,
+                                   read_timeout) as response:
+                    status = response.status_code
+                    if status == 404 and gone_means_done and answer_lost:
+                        log.debug("%s %s: 404 after a lost answer, taken as done", method, url)
+                        yield Answer(None, None)
+                        return
+                    if status not in expect:
+                        raise error_for(status, read_body(response, url), url,
+                                        parse_retry_after(response.headers.get("Retry-After")),
+                                        run_path=path.startswith("/runs/"))
+                    for item in read(response, url):
+                        failures = 0
+                        yield item
+                return
+            except e.ContainersError as error:
+                answer_lost = answer_lost or error.answer_lost
+                if not getattr(error, "idle", False):
+                    failures += 1
+                self._pause_before_retry(error, failures, deadline, method, url)
 
-    def _before_retry(self, failure: Retryable, attempt: int, deadline: float,
-                      method: str, url: str) -> None:
-        """Sleep before attempt `attempt + 1`, or raise the failure's error when the retries
-        or the time budget are used up (CONTRACT 4: 3 retries, backoff, Retry-After)."""
-        if attempt > self.max_retries:
-            raise failure.error from None
-        delay = failure.retry_after
-        if delay is None:
-            backoff = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
-            delay = backoff * (1 - 0.25 * random.random())
+    def _pause_before_retry(self, error: e.ContainersError, failures: int, deadline: float,
+                            method: str, url: str) -> None:
+        """Sleep before the next attempt, or raise `error` when the policy says no or the
+        pause would pass the deadline (the error then records why, for render)."""
+        error.attempts = failures
+        if not should_retry(error, failures, self.max_retries):
+            raise error
+        delay = retry_delay(error, failures, random.random())
         if delay >= deadline - self._clock():
-            failure.error.message += (
-                f" (gave up after {attempt} attempt(s): the next retry would pass "
-                f"the timeout of {self.timeout:g} s)")
-            raise failure.error from None
+            error.gave_up_early, error.timeout = True, self.timeout
+            raise error
         log.debug("retrying %s %s in %.2f s", method, url, delay)
+        if getattr(error, "idle", False):
+            return  # a quiet stream is reopened at once, and silently
+        if self.on_retry is not None:
+            self.on_retry(error, delay, failures + 1, self.max_retries + 1)
         self._sleep(delay)
-
-    def _timeout_error(self, url: str) -> e.CommandTimeout:
-        return e.CommandTimeout(f"no answer from {url} within the timeout of {self.timeout:g} s",
-                                guidance="Try again, or raise --timeout.")
-
-    def _attempt(self, method, url, params, json_body, headers, deadline, attempt):
-        """One HTTP exchange: (status, body bytes, retry_after) or Retryable / ContainersError."""
-        with self._transport_errors(url, deadline):
-            with self._send(method, url, params, json_body, headers, deadline,
-                            attempt) as response:
-                body = read_body(response, url, lambda: self._clock() > deadline)
-                return (response.status_code, body,
-                        parse_retry_after(response.headers.get("Retry-After")))
 
     def _send(self, method, url, params, json_body, headers, deadline, attempt,
               read_timeout: float = READ_TIMEOUT):
@@ -497,9 +559,9 @@ class ContainersClient:
                       (time.perf_counter() - started) * 1000, attempt, request_id or "-")
 
     @contextlib.contextmanager
-    def _transport_errors(self, url: str, deadline: float, idle_ok: bool = False):
-        """Map requests' exceptions to ours: Retryable for what another try may fix,
-        CommandTimeout once the budget is spent, Idle for a quiet follow stream."""
+    def _transport_errors(self, url: str, deadline: float, quiet_is_idle: bool = False):
+        """Map requests' exceptions to typed errors: ConnectionFailed (retryable; `idle`
+        for a follow stream that was only quiet), CommandTimeout once the budget is spent."""
         import requests
 
         try:
@@ -510,23 +572,23 @@ class ContainersClient:
             if is_read_timeout(exc):
                 if deadline - self._clock() <= 0.05:
                     raise self._timeout_error(url) from None
-                if idle_ok:
-                    raise Idle() from None
-                raise Retryable(e.ConnectionFailed(f"{url} did not answer in time"),
-                                answer_lost=True) from None
+                raise e.ConnectionFailed(f"{url} did not answer in time", answer_lost=True,
+                                         idle=quiet_is_idle, origin=self.origin) from None
             if cut_after_connect(exc):
                 # Connected, then cut: the server (or a proxy) closed it before a full answer.
-                raise Retryable(e.ConnectionFailed(
+                raise e.ConnectionFailed(
                     f"the connection to {url} broke before the answer was complete: "
-                    f"{short_reason(exc)}",
-                    guidance="The server or a proxy closed the connection; try again later.",
-                ), answer_lost=True) from None
-            raise Retryable(e.ConnectionFailed(
-                f"cannot reach {url}: {short_reason(exc)}",
-                guidance="Check the API URL (--api-url) and that the server is running.",
-            )) from None
+                    f"{short_reason(exc)}", answer_lost=True, origin=self.origin) from None
+            raise e.ConnectionFailed(f"cannot reach {url}: {short_reason(exc)}",
+                                     origin=self.origin) from None
         except requests.RequestException as exc:
-            raise e.ConnectionFailed(f"request to {url} failed: {short_reason(exc)}") from None
+            raise e.ConnectionFailed(f"request to {url} failed: {short_reason(exc)}",
+                                     origin=self.origin, retryable=False) from None
+
+
+def _end_event(run: dict) -> dict:
+    return {"event": "end", "status": run.get("status"), "exit_code": run.get("exit_code"),
+            "output_truncated": run.get("output_truncated"), "run": run}
 
 
 def _lossy(run: dict) -> bool:

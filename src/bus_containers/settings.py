@@ -16,24 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import TOKEN_COMMAND, InvalidApiUrl, TokenFileError, TokenMissing, UsageError
+from .commands import COMMANDS
+from .errors import InvalidApiUrl, TokenFileError, TokenMissing, UsageError
 
 # The deployment default: the local emulator's default address (CONTRACT 7, "the embedded
 # default"), so `bus-containers-emulator serve` then `bus-containers status` just works.
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
 API_PATH = "/api/v1/containers"
-
-# Seconds. `run` and `wait` follow a remote job, the rest are single calls (plus retries).
-DEFAULT_TIMEOUTS = {
-    "status": 30.0,
-    "runs": 60.0,
-    "show": 30.0,
-    "delete": 60.0,
-    "run": 600.0,
-    "logs": 600.0,
-    "wait": 600.0,
-}
 
 TOKEN_ENV_VARS = ("BUS_AI_TOKEN", "BUS_API_TOKEN")
 API_URL_ENV_VARS = ("BUS_AI_API_URL", "BUS_API_BASE_URL")
@@ -46,6 +36,7 @@ class Settings:
     config_dir: Path
     token: str = field(repr=False)  # repr=False: never in a traceback or a debug dump
     token_source: str = ""
+    api_url_source: str = "the default"  # where the origin came from, for error messages
 
 
 def host_attr(host_obj: object, name: str) -> object:
@@ -65,13 +56,19 @@ def resolve_config_dir(host_obj: object, env: Mapping[str, str]) -> Path:
 
 
 def resolve_api_url(flag: str | None, env: Mapping[str, str], host_obj: object) -> str:
+    return resolve_api_url_and_source(flag, env, host_obj)[0]
+
+
+def resolve_api_url_and_source(flag: str | None, env: Mapping[str, str],
+                               host_obj: object) -> tuple[str, str]:
+    """(origin, where it came from: `--api-url`, `$BUS_AI_API_URL`, ..., `the default`)."""
     candidates: list[tuple[str, object]] = [("--api-url", flag)]
     candidates += [(f"${name}", env.get(name)) for name in API_URL_ENV_VARS]
     candidates.append(("the host's api_url", host_attr(host_obj, "api_url")))
     for source, value in candidates:
         if isinstance(value, str) and value.strip():
-            return validate_api_url(value.strip(), source)
-    return DEFAULT_API_URL
+            return validate_api_url(value.strip(), source), source
+    return DEFAULT_API_URL, "the default"
 
 
 def _is_loopback(host: str) -> bool:
@@ -122,7 +119,8 @@ def validate_api_url(value: str, source: str = "--api-url") -> str:
 
 def resolve_timeout(flag: float | None, command: str) -> float:
     if flag is None:
-        return DEFAULT_TIMEOUTS.get(command, 60.0)
+        facts = COMMANDS.get(command)
+        return facts.timeout if facts else 60.0
     if not isinstance(flag, (int, float)) or not math.isfinite(flag) or flag <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {flag!r}")
     return float(flag)
@@ -131,13 +129,11 @@ def resolve_timeout(flag: float | None, command: str) -> float:
 def _read_token_file(path: Path, warn: Callable[[str], None]) -> str:
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # bytes as written: no newline translation
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-        raise TokenFileError(
-            f"cannot read the token file {path}: {reason}",
-            guidance=f"Get a token with: {TOKEN_COMMAND}",
-        ) from None
+        raise TokenFileError(f"cannot read the token file {path}: {reason}",
+                             token_source=str(path)) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         # Like ssh: a warning, not a failure; the user may be on a shared machine on purpose.
         warn(f"warning: token file {path} is accessible by others; run: chmod 600 {path}")
@@ -153,13 +149,11 @@ def resolve_token(
     """(token, where it came from). Raises TokenFileError / TokenMissing (exit 4)."""
     if token_file is not None:
         if not str(token_file).strip():
-            raise TokenFileError("--token-file was given an empty path",
-                                 guidance=f"Get a token with: {TOKEN_COMMAND}")
+            raise TokenFileError("--token-file was given an empty path")
         path = Path(token_file)
         token = _read_token_file(path, warn)
         if not token:
-            raise TokenFileError(f"the token file {path} is empty",
-                                 guidance=f"Get a token with: {TOKEN_COMMAND}")
+            raise TokenFileError(f"the token file {path} is empty", token_source=str(path))
         return token, str(path)
     for name in TOKEN_ENV_VARS:
         value = (env.get(name) or "").strip()
@@ -172,9 +166,7 @@ def resolve_token(
             return token, str(default)
     raise TokenMissing(
         "no API token found (looked at --token-file, $BUS_AI_TOKEN, $BUS_API_TOKEN and "
-        f"{default})",
-        guidance=f"Get one with: {TOKEN_COMMAND}",
-    )
+        f"{default})")
 
 
 def resolve(
@@ -188,9 +180,9 @@ def resolve(
     warn: Callable[[str], None] = lambda message: None,
 ) -> Settings:
     """All settings for one command, in the order usage errors (2) before auth errors (4)."""
-    origin = resolve_api_url(api_url, env, host_obj)
+    origin, origin_source = resolve_api_url_and_source(api_url, env, host_obj)
     seconds = resolve_timeout(timeout, command)
     config_dir = resolve_config_dir(host_obj, env)
     token, source = resolve_token(token_file, env, config_dir, warn)
     return Settings(api_url=origin, timeout=seconds, config_dir=config_dir, token=token,
-                    token_source=source)
+                    token_source=source, api_url_source=origin_source)

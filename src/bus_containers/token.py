@@ -9,20 +9,17 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from .errors import TOKEN_COMMAND, MissingScope, NotAJwt, TokenExpired
+from .errors import MissingScope, NotAJwt, TokenExpired
 
 # A token that expired less than this long ago is still sent: clocks drift.
 EXPIRY_LEEWAY_SECONDS = 30
 
-SCOPE_BY_COMMAND = {
-    "status": "container:read",
-    "runs": "container:read",
-    "show": "container:read",
-    "logs": "container:read",
-    "wait": "container:read",
-    "run": "container:run",
-    "delete": "container:delete",
-}
+# The scopes (CONTRACT 3, 9), defined here and nowhere else in the client.
+SCOPE_READ = "container:read"
+SCOPE_RUN = "container:run"
+SCOPE_DELETE = "container:delete"
+SCOPE_BILLING = "billing:read"
+ALL_SCOPES = " ".join((SCOPE_READ, SCOPE_RUN, SCOPE_DELETE, SCOPE_BILLING))
 
 
 def read_claims(token: str) -> dict:
@@ -30,17 +27,11 @@ def read_claims(token: str) -> dict:
     import jwt  # imported here: `bus --help` must not pay for it
 
     if token.count(".") != 2:
-        raise NotAJwt(
-            "the token is not a JWT (expected three dot-separated parts)",
-            guidance=f"Get a new one with: {TOKEN_COMMAND}",
-        )
+        raise NotAJwt("the token is not a JWT (expected three dot-separated parts)")
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except Exception as exc:  # PyJWT raises several types; all mean "not a JWT"
-        raise NotAJwt(
-            f"the token is not a JWT ({type(exc).__name__})",
-            guidance=f"Get a new one with: {TOKEN_COMMAND}",
-        ) from None
+        raise NotAJwt(f"the token is not a JWT ({type(exc).__name__})") from None
     if not isinstance(claims, dict):
         raise NotAJwt("the token is not a JWT (its payload is not a JSON object)")
     return claims
@@ -69,15 +60,9 @@ def check_claims(claims: dict, scope: str | None, now: float | None = None) -> N
                 when = datetime.fromtimestamp(exp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
             except (OverflowError, OSError, ValueError):
                 when = "long ago"
-            raise TokenExpired(
-                f"the token expired at {when}",
-                guidance=f"Get a new one with: {TOKEN_COMMAND}",
-            )
+            raise TokenExpired(f"the token expired at {when}")
     if scope is None:
         return
     granted = token_scopes(claims)
     if granted is not None and scope not in granted:
-        raise MissingScope(
-            f"the token lacks the scope '{scope}' this command needs",
-            guidance=f"Get a token with it: {TOKEN_COMMAND}",
-        )
+        raise MissingScope(f"the token lacks the scope '{scope}' this call needs", scope=scope)

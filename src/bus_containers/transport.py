@@ -12,10 +12,6 @@ from . import errors as e
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a run's output can be large; a body past this is refused
 
 
-class Idle(Exception):
-    """A follow stream was silent for STREAM_IDLE_TIMEOUT: reconnect, it is not a failure."""
-
-
 def is_read_timeout(exc: Exception) -> bool:
     import requests
     from urllib3.exceptions import ReadTimeoutError
@@ -71,6 +67,34 @@ def read_body(response, url: str, expired: Callable[[], bool] = lambda: False) -
             raise e.CommandTimeout(f"the answer from {url} was still arriving at the "
                                    "end of the timeout", guidance="Try again, or raise --timeout.")
     return b"".join(chunks)
+
+
+def iter_lines(response, url: str, max_line: int) -> Iterator[bytes]:
+    """The body's lines (without their newline) as they arrive, one socket read at a time,
+    so the caller can check its deadline between reads even when a server drips blank
+    lines. A line longer than `max_line` is an unexpected response: memory stays bounded."""
+    line = bytearray()
+    for chunk in body_chunks(response):
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            line += chunk[start:end]
+            _check_line(line, max_line, url, response.status_code)
+            yield bytes(line)
+            line.clear()
+            start = end + 1
+        line += chunk[start:]
+        _check_line(line, max_line, url, response.status_code)
+        if start == 0:
+            yield b""  # no line complete yet: still a chance to check the deadline
+    if line:
+        yield bytes(line)
+
+
+def _check_line(line: bytearray, max_line: int, url: str, status: int) -> None:
+    if len(line) > max_line:
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): a line longer than "
+            f"{max_line // (1024 * 1024)} MiB")
 
 
 def body_chunks(response) -> Iterator[bytes]:

@@ -3,67 +3,24 @@ invoker behind the `cli` fixture with the central checks."""
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 from click.testing import CliRunner, Result
 
 from bus_containers.cli import containers
+from bus_containers.token import ALL_SCOPES
+from tests.support.fakes import SIGNATURE, FakeClock, error_body, make_jwt, run_object
+
+__all__ = ["ALL_SCOPES", "SIGNATURE", "error_body", "make_jwt"]
 
 API = "http://127.0.0.1:8080"  # settings.DEFAULT_API_URL: used when nothing else is set
 BASE = API + "/api/v1/containers"
-ALL_SCOPES = "container:read container:run container:delete billing:read"
-SIGNATURE = "S1GNATURE-never-shown-ZyX987"
 FORBIDDEN_FIELDS = {"account", "account_id", "owner", "sub", "user"}
-
-
-def _b64(data: dict) -> str:
-    raw = json.dumps(data).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def make_jwt(scope: str | None = ALL_SCOPES, exp: float | None = None, **claims) -> str:
-    payload = {"sub": "11111111-2222-3333-4444-555555555555",
-               "exp": int(time.time() + 3600) if exp is None else exp, **claims}
-    if scope is not None:
-        payload["scope"] = scope
-    return f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(payload)}.{SIGNATURE}"
-
-
 TOKEN = make_jwt()
-
-
-def run_obj(run_id: str = "run_1", status: str = "succeeded", **fields) -> dict:
-    run = {"id": run_id, "status": status, "profile": "codex", "command": ["printf", "OK"],
-           "exit_code": 0 if status == "succeeded" else None, "stdout": "", "stderr": "",
-           "output_truncated": False, "created_at": "2025-01-01T00:00:00Z",
-           "started_at": "2025-01-01T00:00:01Z",
-           "finished_at": None if status in ("queued", "starting", "running")
-           else "2025-01-01T00:00:02Z"}
-    run.update(fields)
-    return run
-
-
-def error_body(code: str, message: str = "nope", **extra) -> dict:
-    return {"error": {"code": code, "message": message, **extra}}
-
-
-@dataclass
-class FakeTime:
-    """The client's clock and sleep: sleeping advances the clock, instantly."""
-
-    now: float = 1000.0
-    sleeps: list[float] = field(default_factory=list)
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
+FakeTime = FakeClock
+run_obj = run_object
 
 
 def _request_fields(request) -> set[str]:

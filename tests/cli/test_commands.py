@@ -10,7 +10,9 @@ import json
 import pytest
 import requests
 
-from bus_containers import service
+from bus_containers import __version__, service
+from bus_containers.cli import containers
+from bus_containers.commands import COMMANDS
 from tests.cli.helpers import BASE, TOKEN, error_body, json_error, make_jwt, run_obj
 
 # -- status ------------------------------------------------------------------------------
@@ -820,12 +822,16 @@ def test_token_file_after_subcommand_wins(cli, requests_mock, tmp_path):
     assert requests_mock.last_request.headers["Authorization"] == f"Bearer {first}"
 
 
-def test_timeout_after_subcommand_wins(cli, requests_mock):
-    requests_mock.post(BASE + "/runs", status_code=201, json=run_obj())
-    cli("--timeout", "40", "run", "--json", "--timeout", "20", "--", "x")
-    assert requests_mock.last_request.headers["Prefer"] == "wait=19"
-    cli("--timeout", "40", "run", "--json", "--", "x")
-    assert requests_mock.last_request.headers["Prefer"] == "wait=39"
+def test_timeout_after_subcommand_wins(cli, requests_mock, fake_time):
+    def slow(request, context):
+        fake_time.now += 1000
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    requests_mock.get(BASE + "/status", text=slow)
+    result = cli("--timeout", "40", "status", "--timeout", "20")
+    assert result.exit_code == 124 and "timeout of 20 s" in result.stderr
+    result = cli("--timeout", "40", "status")
+    assert result.exit_code == 124 and "timeout of 40 s" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--json", "status"], ["status", "--json"]])
@@ -893,25 +899,33 @@ def test_unexpected_bug_with_debug_shows_traceback(cli, requests_mock, monkeypat
 # -- help and version --------------------------------------------------------------------
 def test_version(cli):
     result = cli("--version")
-    assert (result.exit_code, result.stdout) == (0, "bus-containers 0.1.0\n")
+    assert (result.exit_code, result.stdout) == (0, f"bus-containers {__version__}\n")
 
 
-def test_help_lists_the_five_commands(cli):
-    result = cli("--help")
+def test_the_command_table_and_the_commands_agree():
+    assert set(containers.commands) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_command(cli, flag):
+    result = cli(flag)
     assert result.exit_code == 0
     commands = result.stdout.split("Commands:")[1].split()
-    for name in ("status", "run", "runs", "show", "delete"):
+    for name in COMMANDS:
         assert name in commands
     for option in ("--api-url", "--token-file", "--timeout", "--json", "--debug"):
         assert option in result.stdout
     assert "--token " not in result.stdout  # the hidden refusal option
 
 
-@pytest.mark.parametrize("command", ["status", "run", "runs", "show", "delete"])
-def test_subcommand_help(cli, requests_mock, command):
-    result = cli(command, "--help")
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_subcommand_help(cli, requests_mock, command, flag):
+    result = cli(command, flag)
     assert result.exit_code == 0
     assert "--api-url" in result.stdout and "--json" in result.stdout
+    # the example from the command table, in the name the user typed (standalone here)
+    assert f"Example: bus-containers {COMMANDS[command].example}" in result.stdout
     assert requests_mock.call_count == 0
 
 

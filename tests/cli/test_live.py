@@ -108,28 +108,32 @@ def test_ctrl_c_while_waiting_names_the_run_in_json(cli, requests_mock, monkeypa
     assert result.exit_code == 130
     error = json.loads(result.stderr)["error"]
     assert error["code"] == "interrupted" and error["exit_code"] == 130
-    assert "run_1" in error["message"] and "bus containers wait run_1" in error["guidance"]
+    assert "run_1" in error["message"] and "bus-containers wait run_1" in error["guidance"]
 
 
 def test_ctrl_c_during_a_json_run_names_the_run(cli, requests_mock, monkeypatch):
     from bus_containers import service
 
     def created_then_interrupted(self, command, **kwargs):
-        kwargs["on_created"]({"id": "run_7"})
+        yield {"event": "created", "run": {"id": "run_7"}}
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(service.ContainersClient, "run", created_then_interrupted)
+    monkeypatch.setattr(service.ContainersClient, "follow_run", created_then_interrupted)
     result = cli("run", "--json", "--", "sleep", "9")
     assert result.exit_code == 130 and result.stdout == ""
     error = json.loads(result.stderr)["error"]
     assert "run_7" in error["message"]
-    assert "bus containers logs --follow run_7" in error["guidance"]
+    assert "bus-containers logs --follow run_7" in error["guidance"]
 
 
 def test_ctrl_c_before_the_answer_says_a_run_may_exist(cli, requests_mock, monkeypatch):
     from bus_containers import service
 
-    monkeypatch.setattr(service.ContainersClient, "run", _interrupt)
+    def interrupted(self, command, **kwargs):
+        raise KeyboardInterrupt
+        yield  # a generator, as follow_run is
+
+    monkeypatch.setattr(service.ContainersClient, "follow_run", interrupted)
     result = cli("run", "--json", "--", "sleep", "9")
     error = json.loads(result.stderr)["error"]
     assert result.exit_code == 130 and "may have been created" in error["message"]

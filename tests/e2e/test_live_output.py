@@ -203,6 +203,6 @@ def test_ctrl_c_while_the_create_call_is_held_still_names_the_run(emulator, tmp_
     text = err.decode()
     assert proc.returncode == 130, text
     run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
-    assert f"bus containers delete {run_id}" in text and "Traceback" not in text
+    assert f"bus-containers delete {run_id}" in text and "Traceback" not in text
     shown = run_cli(["bus-containers", "show", "--json", run_id], env=env, secrets=(token,))
     assert json.loads(shown.stdout)["status"] in ("running", "succeeded")

@@ -430,7 +430,8 @@ def test_fault(row: Row, outcomes, elsewhere):
             assert re.search(r"^Error: ", got.stderr, re.M), shown
     if row.code == 124 and got.argv[0] == "run":
         run_id = re.search(RUN_ID, got.stderr).group(0)
-        assert f"bus containers delete {run_id}" in got.stderr, shown  # named, and how to stop
+        prog = "bus containers" if row.host else "bus-containers"  # the name the user typed
+        assert f"{prog} delete {run_id}" in got.stderr, shown  # named, and how to stop
     if row.runs_after is not None:
         assert got.runs_after == row.runs_after
     if any(f.get("action") == "redirect" for f in row.faults) and elsewhere is not None:

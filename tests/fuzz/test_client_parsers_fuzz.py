@@ -100,17 +100,15 @@ retry_after = st.one_of(st.none(), st.floats(0, 30))
 @given(body_bytes, statuses, retry_after, st.booleans())
 def test_error_for_is_always_a_typed_error(body, status, after, run_path):
     got = responses.error_for(status, body, URL, after, run_path=run_path)
-    if isinstance(got, responses.Retryable):
+    assert isinstance(got, e.ContainersError), got
+    assert got.exit_code in (1, 2, 3, 4, 5), got
+    assert isinstance(got.message, str) and got.message
+    if got.retryable:
         assert status >= 500 or status == 429, status
-        assert isinstance(got.error, e.ContainersError)
-        assert got.error.exit_code in (1, 5)
+        assert got.exit_code in (1, 5)
         assert got.retry_after == after
-    else:
-        assert isinstance(got, e.ContainersError), got
-        assert got.exit_code in (1, 2, 3, 4, 5), got
-        assert isinstance(got.message, str) and got.message
-        if status < 400:
-            assert isinstance(got, e.UnexpectedResponse)
+    if status < 400:
+        assert isinstance(got, e.UnexpectedResponse)
 
 
 @FUZZ

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bus_containers import settings as s
+from bus_containers.commands import COMMANDS as TABLE
 from bus_containers.errors import ContainersError, InvalidApiUrl, UsageError
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
@@ -36,7 +37,7 @@ url_text = st.one_of(
                                "/p?q=1", "/#f", "/a/../b"]),
               WS),
 )
-COMMANDS = sorted(s.DEFAULT_TIMEOUTS) + ["other"]
+COMMANDS = sorted(TABLE) + ["other"]
 
 
 @st.composite
@@ -144,8 +145,8 @@ def test_resolve_follows_the_precedence_or_fails_with_2_or_4(
         if flag_timeout is not None and not (math.isfinite(flag_timeout) and flag_timeout > 0):
             assert isinstance(outcome, UsageError) and outcome.exit_code == 2, outcome
             return
-        want_timeout = (s.DEFAULT_TIMEOUTS.get(command, 60.0) if flag_timeout is None
-                        else float(flag_timeout))
+        default = TABLE[command].timeout if command in TABLE else 60.0
+        want_timeout = default if flag_timeout is None else float(flag_timeout)
         if flag_path is not None:
             want_token = _file_token(flag_path, token_file) or None
         else:

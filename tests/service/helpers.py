@@ -3,68 +3,27 @@ only moves when the client sleeps, canned run and error bodies, and the table of
 
 from __future__ import annotations
 
-import base64
-import json
-import time
+from bus_containers.token import ALL_SCOPES
+from tests.support import fakes
+from tests.support.fakes import FakeClock, error_body
 
 API = "https://api.example.test"
 BASE = API + "/api/v1/containers"
-ALL_SCOPES = "container:read container:run container:delete"
 ACCOUNT_WORDS = ("account", "account_id", "owner", "sub", "user")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+__all__ = ["ALL_SCOPES", "FakeClock", "error_body"]
 
 
 def make_token(*, scope: str | None = ALL_SCOPES, exp: float | None = None, **claims) -> str:
-    """An unsigned-looking JWT (header.payload.signature) with the given claims.
-
-    `exp` defaults to an hour from now; pass scope=None to leave the claim out."""
-    payload = {"sub": "6a1f0e5c-0000-4000-8000-000000000001"}
-    if scope is not None:
-        payload["scope"] = scope
-    payload["exp"] = int(time.time()) + 3600 if exp is None else exp
-    payload.update(claims)
-    header = {"alg": "HS256", "typ": "JWT"}
-    return ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(payload).encode()),
-                     _b64(b"not-a-real-signature-0123456789")])
+    return fakes.make_jwt(scope=scope, exp=exp, **claims)
 
 
 TOKEN = make_token()
 
 
-class FakeClock:
-    """`clock()` for the client's deadline; `sleep()` records each delay and moves time."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0, f"negative sleep {seconds}"
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def run_object(run_id: str = "run_abc", status: str = "succeeded", **fields) -> dict:
-    run = {
-        "id": run_id, "status": status, "profile": "codex", "command": ["echo", "hi"],
-        "exit_code": 0 if status == "succeeded" else None, "stdout": "hi\n", "stderr": "",
-        "output_truncated": False, "created_at": "2025-01-01T00:00:00Z",
-        "started_at": "2025-01-01T00:00:01Z",
-        "finished_at": "2025-01-01T00:00:02Z" if status in (
-            "succeeded", "failed", "cancelled", "timed_out") else None,
-    }
-    run.update(fields)
-    return run
-
-
-def error_body(code: str, message: str = "nope", **extra) -> dict:
-    return {"error": {"code": code, "message": message, **extra}}
+    """The shared run object, with this suite's id and output."""
+    return fakes.run_object(run_id, status, **{"command": ["echo", "hi"], "stdout": "hi\n",
+                                               **fields})
 
 
 RUN_URL = BASE + "/runs/run_abc"

@@ -14,6 +14,7 @@ import requests_mock as rmock
 
 from bus_containers import __version__
 from bus_containers import errors as e
+from bus_containers.render import Invocation, error_text
 from bus_containers.service import (
     ContainersClient,
     exit_code_for_run,
@@ -65,7 +66,8 @@ def test_401_is_exit_4_with_how_to_get_a_token(client, requests_mock, code, cls,
     err = info.value
     assert err.exit_code == 4
     assert err.message == "bad token"
-    assert "bus auth token --scope" in err.guidance
+    assert err.guidance is None  # the service gives facts; the CLI words the advice
+    assert "bus auth token --scope" in error_text(err, Invocation())
     assert requests_mock.call_count == 1
 
 
@@ -74,8 +76,9 @@ def test_401_keeps_server_guidance_and_adds_the_token_command(client, requests_m
                       json=error_body("unauthenticated", "no", guidance="Sign in again."))
     with pytest.raises(e.AuthError) as info:
         client.status()
-    assert info.value.guidance.startswith("Sign in again.")
-    assert "bus auth token --scope" in info.value.guidance
+    assert info.value.guidance == "Sign in again."
+    text = error_text(info.value, Invocation())
+    assert "Sign in again." in text and "bus auth token --scope" in text
 
 
 @pytest.mark.parametrize("name, method, url, call", CALLS, ids=CALL_IDS)
@@ -107,7 +110,8 @@ def test_403_is_exit_4_and_names_the_scope_when_given(client, requests_mock, cod
     assert err.exit_code == 4
     assert "not allowed" in err.message
     assert "container:run" in err.message
-    assert "bus auth token" in err.guidance
+    assert err.scope == "container:run"
+    assert "bus auth token" in error_text(err, Invocation())
     assert requests_mock.call_count == 1
 
 
@@ -145,7 +149,7 @@ def test_404_on_an_endpoint_is_exit_1_not_a_missing_run(client, requests_mock,
     assert not isinstance(info.value, e.RunNotFound)
     assert info.value.exit_code == 1
     assert url in info.value.message
-    assert "--api-url" in info.value.guidance
+    assert "--api-url" in error_text(info.value, Invocation())
 
 
 def test_409_is_conflict_exit_1(client, requests_mock):
@@ -732,7 +736,8 @@ def test_connection_error_text_does_not_leak_the_token(client, requests_mock):
     with pytest.raises(e.ConnectionFailed) as info:
         client.status()
     assert "Connection refused" in info.value.message
-    assert "Check the API URL" in info.value.guidance
+    assert info.value.origin == API
+    assert "$BUS_AI_API_URL" in error_text(info.value, Invocation())
     assert_no_token(str(info.value))
 
 
@@ -742,7 +747,8 @@ def test_str_of_an_error_is_its_final_message(make_client, requests_mock, fake_c
     with pytest.raises(e.ServerError) as info:
         client.status()
     assert str(info.value) == info.value.message
-    assert "gave up" in str(info.value)
+    assert info.value.gave_up_early
+    assert "gave up" in error_text(info.value, Invocation())
 
 
 # -- --debug logging -----------------------------------------------------------------

@@ -12,9 +12,9 @@ import pytest
 import requests_mock as rmock
 
 from bus_containers import errors as e
+from bus_containers.commands import COMMANDS
 from bus_containers.token import (
     EXPIRY_LEEWAY_SECONDS,
-    SCOPE_BY_COMMAND,
     check_claims,
     read_claims,
     token_scopes,
@@ -74,7 +74,7 @@ def test_expired_beyond_leeway_names_when_and_how():
     err = info.value
     assert err.exit_code == 4
     assert time.strftime("%Y-%m-%d %H:%M", time.gmtime(exp)) in err.message
-    assert EXACT_COMMAND in err.guidance
+    assert err.guidance is None  # no CLI advice from the service: render words the hint
 
 
 @pytest.mark.parametrize("ago", [0, 1, 29, 30])
@@ -111,7 +111,7 @@ def test_token_scopes(claims, scopes):
     {"scp": ["container:read", "container:run", "container:delete"]},
     {},  # neither claim: the server decides
 ])
-@pytest.mark.parametrize("scope", sorted(set(SCOPE_BY_COMMAND.values())))
+@pytest.mark.parametrize("scope", sorted({facts.scope for facts in COMMANDS.values()}))
 def test_scope_present_or_undeclared_passes(claims, scope):
     check_claims(claims, scope, now=NOW)
 
@@ -127,11 +127,12 @@ def test_missing_scope_names_it_and_the_exact_command(claims):
     err = info.value
     assert err.exit_code == 4
     assert "container:run" in err.message
-    assert EXACT_COMMAND in err.guidance
+    assert err.scope == "container:run"
+    assert err.guidance is None  # no CLI advice from the service: render words the hint
 
 
 def test_scope_per_command():
-    assert SCOPE_BY_COMMAND == {
+    assert {name: facts.scope for name, facts in COMMANDS.items()} == {
         "status": "container:read", "runs": "container:read", "show": "container:read",
         "logs": "container:read", "wait": "container:read", "run": "container:run",
         "delete": "container:delete"}
@@ -173,7 +174,7 @@ def test_client_checks_the_scope_of_each_method_before_any_request(
     with pytest.raises(e.MissingScope) as info:
         call(client)
     assert needed in info.value.message
-    assert EXACT_COMMAND in info.value.guidance
+    assert info.value.scope == needed
     assert requests_mock.call_count == 0
     assert token not in info.value.message
 
@@ -203,7 +204,7 @@ def test_expired_token_fails_before_any_request(make_client, requests_mock, fake
         METHODS[method][1](make_client(token=token))
     assert info.value.exit_code == 4
     assert "expired" in info.value.message
-    assert "bus auth token" in info.value.guidance
+    assert info.value.guidance is None  # the CLI adds how to get a token, not the service
     assert token not in info.value.message
     assert requests_mock.call_count == 0
 

@@ -1,0 +1,31 @@
+"""Per-command facts in one table: the scope each command needs, its default --timeout
+and the example its help shows. cli.py builds help from it, settings takes the default
+timeout from it, and the tests run their exit-code and help matrices over it, so a command
+added here (cancel, usage, diff, cp, doctor) is covered everywhere at once.
+
+Import-light on purpose: `bus --help` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .token import SCOPE_DELETE, SCOPE_READ, SCOPE_RUN
+
+
+@dataclass(frozen=True)
+class CommandFacts:
+    scope: str  # what the token must grant (CONTRACT 3)
+    timeout: float  # default --timeout, seconds: a single call, or following a remote job
+    example: str  # the help's example, after the program name ("bus containers")
+
+
+COMMANDS: dict[str, CommandFacts] = {
+    "status": CommandFacts(SCOPE_READ, 30.0, "status"),
+    "run": CommandFacts(SCOPE_RUN, 600.0, "run --profile codex -- sh -c 'printf OK'"),
+    "logs": CommandFacts(SCOPE_READ, 600.0, "logs --follow run_0123abcd"),
+    "wait": CommandFacts(SCOPE_READ, 600.0, "wait run_0123abcd"),
+    "runs": CommandFacts(SCOPE_READ, 60.0, "runs --status running --limit 5"),
+    "show": CommandFacts(SCOPE_READ, 30.0, "show run_0123abcd"),
+    "delete": CommandFacts(SCOPE_DELETE, 60.0, "delete run_0123abcd run_4567efgh"),
+}

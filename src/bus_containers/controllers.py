@@ -1,0 +1,302 @@
+"""What each command does, without click: options in, exit code out.
+
+`execute` is the frame every command runs in (settings -> client -> controller -> exit
+code, every error mapped, no traceback); the controllers below hold the logic that is more
+than one call: `run` (detach, live output, Ctrl-C, `--rm`, the exit code), `wait` and
+`delete`. They take an options dataclass, the client and the `Output`, so tests drive them
+with fakes; cli.py only parses options and calls them (like gh's `runCancel(opts)` behind
+`NewCmdCancel`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .errors import ContainersError, ExitCode, Interrupted, RunNotFound
+from .render import Invocation, Output
+from .service import ContainersClient, exit_code_for_run
+
+Action = Callable[[ContainersClient, Output], "int | None"]
+
+
+@dataclass
+class CommonOptions:
+    """The options every command takes (before or after the subcommand, merged)."""
+
+    api_url: str | None = None
+    token_file: str | None = None
+    timeout: float | None = None
+    json: bool = False
+    debug: bool = False
+
+
+def execute(command: str, common: CommonOptions, action: Action, *, host_obj: object = None,
+            env: Mapping[str, str] | None = None, invocation: Invocation | None = None,
+            out: Output | None = None,
+            make_client: Callable[..., ContainersClient] | None = None) -> int:
+    """Settings -> client -> action(client, output) -> exit code, with every error mapped.
+    `action` returns the exit code (None means 0). Nothing but this exit code leaves."""
+    env = os.environ if env is None else env
+    out = out or Output(json=common.json)
+    out.invocation = invocation or out.invocation
+    debug = common.debug or env.get("BUS_DEBUG", "") not in ("", "0")
+    handler = _start_debug_log(debug)
+    try:
+        from . import service
+        from .settings import resolve
+
+        settings = resolve(command=command, host_obj=host_obj, env=env,
+                           api_url=common.api_url, token_file=common.token_file,
+                           timeout=common.timeout, warn=out.warning)
+        out.redact = settings.token
+        out.invocation.origin = settings.api_url
+        out.invocation.origin_source = settings.api_url_source
+        client = (make_client or service.ContainersClient)(
+            settings.api_url, settings.token, timeout=settings.timeout,
+            on_retry=out.retrying)
+        code = action(client, out)
+        return ExitCode.OK if code is None else code
+    except ContainersError as error:
+        out.error(error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        out.error(Interrupted("interrupted"))
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, like a tool killed by SIGPIPE.
+        _silence_stdout()
+        return ExitCode.BROKEN_PIPE
+    except Exception as bug:  # CONTRACT 5: a short message, the traceback only with --debug
+        if debug:
+            import traceback
+
+            out.warning(traceback.format_exc())
+        out.error(ContainersError(f"unexpected error: {type(bug).__name__}: {bug}",
+                                  guidance="Run again with --debug for details, and report it.",
+                                  code="internal"))
+        return ExitCode.ERROR
+    finally:
+        _stop_debug_log(handler)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _start_debug_log(debug: bool):
+    if not debug:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug: %(message)s"))
+    logger = logging.getLogger("bus_containers")
+    handler.previous_level = logger.level  # restored after the command: a host lives on
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def _stop_debug_log(handler) -> None:
+    if handler is not None:
+        logger = logging.getLogger("bus_containers")
+        logger.removeHandler(handler)
+        logger.setLevel(handler.previous_level)
+
+
+# -- run ---------------------------------------------------------------------------------
+@dataclass
+class RunOptions:
+    command: list[str]
+    profile: str = "codex"
+    env: dict[str, str] = field(default_factory=dict)
+    run_timeout: int | None = None
+    detach: bool = False
+    remove: bool = False
+
+
+def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
+    """`run`: create, then follow (live output; with --json only the final run object),
+    the exit code of the remote command. Ctrl-C detaches and names the run; `--rm`
+    deletes the run once it is over (a failed delete is a warning, never the exit code)."""
+    if opts.detach:
+        created = client.create_run(opts.command, profile=opts.profile, env=opts.env,
+                                    timeout_seconds=opts.run_timeout)
+        if out.json:
+            out.document(created)
+        else:
+            out.run_ids(created["id"])
+        return ExitCode.OK
+    run_id = None
+    end = None
+    output_failed = False
+    progress = out.progress()
+    events = client.follow_run(opts.command, profile=opts.profile, env=opts.env,
+                               timeout_seconds=opts.run_timeout, on_poll=progress.update,
+                               live=not out.json)
+    try:
+        # The create call may be held by the server for a second: a Ctrl-C then would lose
+        # the answer, and with it the id we must tell the user. So the first Ctrl-C waits
+        # for the answer (a second one does not).
+        with _first_interrupt_deferred() as interrupted:
+            created = next(events)["run"]
+        run_id = created["id"]
+        out.message(f"Run {run_id} (profile {created.get('profile', opts.profile)})")
+        if interrupted:
+            raise KeyboardInterrupt
+        progress.start(str(created.get("status", "queued")))
+        for event in events:
+            progress.stop()  # output or the end: the progress line goes for good
+            if event.get("event") == "end":
+                end = event
+                break
+            try:
+                out.chunk(event["stream"], event["data"])
+            except OSError:
+                output_failed = True
+                raise
+    except KeyboardInterrupt:
+        if run_id is None:
+            raise Interrupted("interrupted before the server answered: a run may have "
+                              "been created") from None
+        raise Interrupted(f"Detached from run {run_id}; it keeps running.",
+                          run_id=run_id) from None
+    finally:
+        progress.stop()
+        events.close()
+        # --rm when our own output broke: nobody will read the rest. Never after a detach
+        # or a CLI timeout: the user was told it keeps going.
+        if opts.remove and run_id and output_failed:
+            _remove(client, out, run_id)
+    if end is None:  # the service raises before a stream can end without its end event
+        return ExitCode.ERROR
+    code = _report_end(out, run_id, end)
+    if opts.remove:
+        _remove(client, out, run_id)
+    return code
+
+
+@contextlib.contextmanager
+def _first_interrupt_deferred():
+    """Inside: the first SIGINT is only counted (the yielded list grows); the second raises
+    KeyboardInterrupt as usual. Outside the main thread signals can't be caught: no-op."""
+    count: list[int] = []
+
+    def remember(signum, frame):
+        if count:
+            raise KeyboardInterrupt
+        count.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, remember)
+    except ValueError:
+        yield count
+        return
+    try:
+        yield count
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _report_end(out: Output, run_id: str, end: dict) -> int:
+    code = exit_code_for_run(end)
+    if out.json:
+        out.document(end.get("run") or end)
+        return code
+    if end.get("output_truncated"):
+        out.message(f"warning: the output of {run_id} was truncated by the server")
+    if end.get("status") != "succeeded":
+        out.message(f"Run {run_id} {end.get('status')} (exit code {code})")
+    return code
+
+
+def _remove(client: ContainersClient, out: Output, run_id: str) -> None:
+    try:
+        client.delete_run(run_id)
+        out.message(f"Removed {run_id}")
+    except RunNotFound:
+        pass
+    except ContainersError as error:
+        out.warning(f"warning: could not remove {run_id}: {error.message}")
+
+
+# -- wait, delete ------------------------------------------------------------------------
+@dataclass
+class WaitOptions:
+    run_id: str
+
+
+def wait(opts: WaitOptions, client: ContainersClient, out: Output) -> int:
+    """Wait for a run; its exit code. Ctrl-C stops waiting only (the run goes on)."""
+    progress = out.progress()
+    progress.start("waiting")
+    try:
+        run = client.wait_for_run(opts.run_id, immediate=True, on_poll=progress.update)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped waiting for run {opts.run_id}; it keeps running",
+                          run_id=opts.run_id, waiting=True) from None
+    finally:
+        progress.stop()
+    code = exit_code_for_run(run)
+    if out.json:
+        out.document(run)
+    else:
+        out.message(f"Run {run['id']} {run.get('status')} (exit code {code})")
+    return code
+
+
+@dataclass
+class DeleteOptions:
+    run_ids: list[str]
+
+
+def delete(opts: DeleteOptions, client: ContainersClient, out: Output) -> int:
+    """Delete each run, one line each on stderr; exit 3 when any was not found."""
+    result = client.delete_runs(opts.run_ids, on_result=lambda run_id, found: out.message(
+        f"Deleted {run_id}" if found else f"Not found: {run_id}"))
+    out.deleted(result["deleted"], result["not_found"])
+    return ExitCode.NOT_FOUND if result["not_found"] else ExitCode.OK
+
+
+# -- single calls ------------------------------------------------------------------------
+@dataclass
+class LogsOptions:
+    run_id: str
+    follow: bool = False
+    offset: int = 0
+
+
+def logs(opts: LogsOptions, client: ContainersClient, out: Output) -> None:
+    out.logs(opts.run_id, client.iter_logs(opts.run_id, offset=opts.offset,
+                                           follow=opts.follow), opts.offset)
+
+
+@dataclass
+class RunsOptions:
+    limit: int = 20
+    status: str | None = None
+
+
+def runs(opts: RunsOptions, client: ContainersClient, out: Output) -> None:
+    out.runs_table(client.list_runs(limit=opts.limit, status=opts.status))
+
+
+@dataclass
+class ShowOptions:
+    run_id: str
+
+
+def show(opts: ShowOptions, client: ContainersClient, out: Output) -> None:
+    out.run_detail(client.get_run(opts.run_id))
+
+
+def status(opts: None, client: ContainersClient, out: Output) -> None:
+    out.status(client.status())
