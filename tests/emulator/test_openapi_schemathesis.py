@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from bus_containers import emulator as emulator_pkg
 from bus_containers.emulator.tokens import TokenAuthority
@@ -47,6 +48,10 @@ def schemathesis_emulator():
     emu.stop()
 
 
+# Workspace uploads are tars; random bytes stand for them (the sha256 in the URL never
+# matches a generated body anyway: see the exclusion below).
+schemathesis.openapi.media_type("application/x-tar", st.binary(max_size=2048))
+
 # Loaded from the file (the same document the emulator serves, checked below); the base URL
 # is given per call, since the emulator starts after collection.
 schema = schemathesis.openapi.from_path(OPENAPI)
@@ -75,7 +80,13 @@ def test_api_conforms_to_its_openapi_document(case, schemathesis_emulator):
         # Generated keys repeat across cases with different bodies, which is (rightly) a 422
         # idempotency_conflict; a fresh valid key keeps a valid case valid.
         case.headers["Idempotency-Key"] = str(uuid.uuid4())
-    case.call_and_validate(base_url=schemathesis_emulator.url, timeout=30)
+    excluded = []
+    if case.operation.method.upper() == "PUT" and "/workspaces/" in case.operation.path:
+        # A generated body never hashes to the generated sha256 in the URL: its rejection
+        # (400) is right, so "valid data accepted" cannot apply to this one operation.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(base_url=schemathesis_emulator.url, timeout=30,
+                           excluded_checks=excluded)
 
 
 def test_served_document_is_the_file(schemathesis_emulator):
@@ -92,7 +103,10 @@ def test_document_covers_every_endpoint():
         "/api/v1/containers/status", "/api/v1/containers/runs",
         "/api/v1/containers/runs/{run_id}", "/api/v1/containers/runs/{run_id}/logs",
         "/api/v1/containers/runs/{run_id}/cancel", "/api/v1/containers/usage",
-        "/api/v1/containers/openapi.yaml", "/api/v1/auth/token"}
+        "/api/v1/containers/openapi.yaml", "/api/v1/auth/token",
+        "/api/v1/containers/workspaces/{sha256}", "/api/v1/containers/runs/{run_id}/stdin",
+        "/api/v1/containers/runs/{run_id}/workspace/diff",
+        "/api/v1/containers/runs/{run_id}/workspace/archive"}
     methods = {(p, m) for p, item in doc["paths"].items() for m in item if m != "parameters"}
     assert ("/api/v1/containers/runs", "post") in methods
     assert ("/api/v1/containers/runs/{run_id}", "delete") in methods

@@ -24,12 +24,15 @@ from .admin import Admin
 from .config import Config
 from .errors import ApiError, invalid, not_found
 from .http import error_response, is_loopback, json_response, printable, stderr_log
+from .inputs import RunInputs
 from .model import FINISHED
 from .runner import Runner
 from .sandbox import Sandbox
+from .stdin import StdinFeed
 from .store import RunStore, decode_cursor, encode_cursor
 from .tokens import ALL_SCOPES, GUIDANCE, MAX_TTL, Claims, TokenAuthority, default_account
 from .usage import usage_document
+from .workspaces import Workspaces
 
 API = "/api/v1/containers"
 # Bound the attempts table: paths carry run ids, and a long soak must not grow memory.
@@ -50,15 +53,21 @@ class EmulatorApp:
         self.tokens = TokenAuthority(state_dir)
         self.default_sub = default_account(state_dir)
         self.store = RunStore(config)
+        self.workspaces = Workspaces(state_dir)
+        # Runs live in memory and do not survive a restart: no tree on disk has a run.
+        self.workspaces.sweep(live=set())
+        self.store.on_removed = self._run_removed
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()
         self._log = log or stderr_log
         self.sandbox = Sandbox(state_dir)
-        self.runner = Runner(self.store.on_finished, self.sandbox)
+        self.runner = Runner(self._run_finished, self.sandbox)
         self._log(self.sandbox.describe())
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._attempts: Counter[str] = Counter()
+        self.inputs = RunInputs(API, config, self.workspaces, self.auth, self.owned_run,
+                                self.runner.cancel)
         self.admin = Admin(config, self.store, self.faults, self.counters, self.runner.stats)
         # Endpoints are the handlers themselves; werkzeug answers HEAD for GET rules and
         # reports the allowed methods of a path matched with the wrong one (405 + Allow).
@@ -75,6 +84,7 @@ class EmulatorApp:
             Rule(f"{API}/usage", methods=["GET"], endpoint=self.usage),
             Rule("/api/v1/auth/token", methods=["POST"], endpoint=self.issue_token),
             *self.admin.rules(),
+            *self.inputs.rules(),
         ], merge_slashes=False, redirect_defaults=False)
         self._routes = self.url_map.bind("emulator")
 
@@ -205,13 +215,14 @@ class EmulatorApp:
         if self.stopping.is_set() or self.runner.stopping:
             raise ApiError(503, "unavailable", "the emulator is shutting down",
                            headers={"Retry-After": "5"})
+        workspace = self._workspace_for(claims.sub, spec)
         run, created = self.store.create(claims.sub, spec, key, _billing_url(request))
         if created:
-            self.runner.start(run, self.config.profiles[spec.profile])
+            self._start(run, workspace)
         headers = {"Location": f"{API}/runs/{run.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
-        if wait:
+        if wait and not spec.stdin:  # a run waiting for its stdin would hold the answer
             seconds = min(wait, self.config.limits.max_wait_seconds)
             if validate.prefer_until_output(request):
                 # Live output must not wait for the hold: answer at the first bytes too.
@@ -224,6 +235,53 @@ class EmulatorApp:
             return json_response(run.to_json(), 201, headers)
         headers["Retry-After"] = "1"
         return json_response(run.to_json(), 202, headers)
+
+    def _workspace_for(self, owner: str, spec) -> dict | None:
+        if spec.workspace is None:
+            return None
+        info = self.workspaces.info(owner, spec.workspace)
+        if info is None:
+            raise not_found(f"no workspace {spec.workspace} in this account: upload it "
+                            f"first (PUT {API}/workspaces/{spec.workspace})")
+        # Its tree (and the run's changes) will be kept with the run: room for it first.
+        self.workspaces.check_room(owner, info["bytes"],
+                                   self.config.plan_for(owner).storage_bytes)
+        return info
+
+    def _start(self, run, workspace: dict | None) -> None:
+        if run.spec.stdin:
+            run.stdin_feed = StdinFeed()
+        workspace_dir = None
+        if workspace is not None:
+            run.workspace = {k: workspace[k] for k in ("sha256", "files", "bytes")}
+            try:
+                workspace_dir = str(self.workspaces.prepare_run(run.owner, run.id,
+                                                                run.spec.workspace))
+            except Exception as e:  # noqa: BLE001 - the run fails, with the reason to read
+                self._log(f"workspace of {run.id} could not be prepared: {e}")
+                run.add_output("stderr", b"bus-containers-emulator: the workspace could not "
+                                         b"be prepared: " + str(e).encode() + b"\n")
+                if run.stdin_feed is not None:
+                    run.stdin_feed.close(reader_too=True)
+                run.finish("failed", None)
+                self._run_finished(run)
+                return
+        # The sandbox mounts the tree at /workspace (the cwd) and hands it to the run's
+        # user; the runner owns the read end of the stdin pipe from here on.
+        self.runner.start(run, self.config.profiles[run.spec.profile],
+                          stdin_fd=run.stdin_feed.read_fd if run.stdin_feed else None,
+                          workspace_dir=workspace_dir)
+
+    def _run_finished(self, run) -> None:
+        self.store.on_finished(run)
+        if run.stdin_feed is not None:
+            run.stdin_feed.close()
+        if run.workspace is not None:
+            self.workspaces.finish_run(run.owner, run.id)
+
+    def _run_removed(self, run) -> None:
+        if run.workspace is not None:
+            self.workspaces.remove_run(run.owner, run.id)
 
     def list_runs(self, request: Request) -> Response:
         claims = self.auth(request, "container:read")

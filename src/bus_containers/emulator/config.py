@@ -63,6 +63,12 @@ class Plan:
     # anchored at sign-up), so a fresh account in a test never straddles a boundary.
     period_seconds: float = 3600
     concurrent_runs: int | None = 32  # None: unlimited
+    # Work in and out (issue 10): one upload's size and member count, all an account keeps
+    # (uploads plus finished runs' trees), and one run's stdin.
+    workspace_bytes: int | None = 512 * MiB
+    workspace_files: int | None = 100_000
+    storage_bytes: int | None = 4 * GiB
+    stdin_bytes: int | None = 4 * GiB
 
 
 @dataclass(frozen=True)

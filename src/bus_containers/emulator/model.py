@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .stdin import StdinFeed
+
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 STATUSES = ("queued", "starting", "running", *sorted(FINISHED))
 MERGE_BYTES = 65536
@@ -37,6 +39,9 @@ class RunSpec:
     command: tuple[str, ...]
     timeout_seconds: int
     env: tuple[tuple[str, str], ...] = ()
+    stdin: bool = False
+    workspace: str | None = None  # the sha256 of an upload of the same account
+    workspace_info: tuple[tuple[str, Any], ...] = ()  # base_commit, dirty: as the client said
 
 
 @dataclass(eq=False)
@@ -63,6 +68,10 @@ class Run:
     # Notified on new output and on finish: the logs endpoint and Prefer: wait sleep on it.
     cond: threading.Condition = field(default_factory=threading.Condition)
     cancel_requested: bool = False
+    # Work in (issue 10): the pipe a PUT /stdin feeds (runs created with stdin only), and
+    # what the uploaded workspace held (the run's /workspace).
+    stdin_feed: StdinFeed | None = None
+    workspace: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -147,7 +156,7 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         with self.cond:
-            return {
+            body = {
                 "id": self.id,
                 "status": self.status,
                 "profile": self.spec.profile,
@@ -162,3 +171,6 @@ class Run:
                 "timeout_seconds": self.spec.timeout_seconds,
                 "usage": {"run_seconds": round(self.run_seconds, 3)},
             }
+            if self.workspace is not None:
+                body["workspace"] = {**self.workspace, **dict(self.spec.workspace_info)}
+            return body

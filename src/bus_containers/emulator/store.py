@@ -12,6 +12,7 @@ import heapq
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config import Config
@@ -62,6 +63,8 @@ class RunStore:
         self._idem: dict[tuple[str, str], tuple[RunSpec, str]] = {}
         self._idem_of_run: dict[str, tuple[str, str]] = {}
         self._expiry: list[tuple[float, int, str]] = []  # heap of (finished_at, seq, id)
+        # Told of each run removed (deleted or expired): its workspace tree goes with it.
+        self.on_removed: Callable[[Run], None] | None = None
 
     # -- creation -------------------------------------------------------------------
     def create(self, owner: str, spec: RunSpec, idem_key: str | None,
@@ -227,6 +230,8 @@ class RunStore:
         key = self._idem_of_run.pop(run.id, None)
         if key is not None:
             self._idem.pop(key, None)
+        if self.on_removed is not None:
+            self.on_removed(run)
 
     def _expire(self) -> None:
         """Retention, lazily: drop finished runs older than the limit (heap, O(log n))."""

@@ -23,8 +23,7 @@ def usage_document(config: Config, counters: dict[str, Any], billing_url: str
         "max_run_seconds": max((p.max_timeout_seconds for p in config.profiles.values()),
                                default=None),
         "output_bytes": config.limits.output_cap_bytes,
-        # Workspace uploads have no limit of their own here until the inputs issue adds one.
-        "workspace_bytes": None,
+        "workspace_bytes": plan.workspace_bytes,
     }
     used = {
         "concurrent_runs": counters["concurrent_runs"],

@@ -21,6 +21,8 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
 _RFC3339 = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
                       r"(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$", re.ASCII)
+_COMMIT = re.compile(r"^[0-9a-f]{4,64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_COMMAND_ARGS = 4096
 MAX_ENV = 1024
 
@@ -104,7 +106,34 @@ def run_spec(body: Any, config: Config) -> RunSpec:
     elif timeout > profile.max_timeout_seconds:
         raise invalid(f"timeout_seconds is over the profile's maximum "
                       f"({profile.max_timeout_seconds})")
-    return RunSpec(profile_name, argv, timeout, tuple(sorted(pairs)))
+    return RunSpec(profile_name, argv, timeout, tuple(sorted(pairs)), *_inputs(body))
+
+
+def _inputs(body: dict) -> tuple[bool, str | None, tuple[tuple[str, Any], ...]]:
+    """(stdin, workspace sha256, workspace_info) of a create body (issue 10)."""
+    stdin = body.get("stdin", False)
+    if not isinstance(stdin, bool):
+        raise invalid("stdin must be true or false")
+    workspace = body.get("workspace")
+    if "workspace" in body and (not isinstance(workspace, str)
+                                or not SHA256.match(workspace)):
+        raise invalid("workspace must be the lowercase hex sha256 of an uploaded workspace")
+    raw = body.get("workspace_info", {})
+    if not isinstance(raw, dict):
+        raise invalid("workspace_info must be an object")
+    info: list[tuple[str, Any]] = []
+    commit = raw.get("base_commit")
+    if "base_commit" in raw:
+        if not isinstance(commit, str) or not _COMMIT.match(commit):
+            raise invalid("workspace_info.base_commit must be a hex commit id")
+        info.append(("base_commit", commit))
+    dirty = raw.get("dirty")
+    if "dirty" in raw:
+        if not isinstance(dirty, bool):
+            raise invalid("workspace_info.dirty must be true or false")
+        info.append(("dirty", dirty))
+    # What the client says of a tree it did not send means nothing: dropped.
+    return stdin, workspace, tuple(info) if workspace is not None else ()
 
 
 def as_int(value: Any) -> int | None:
