@@ -161,6 +161,8 @@ def test_run_sees_the_tree_and_its_diff_reproduces_the_changes(emu, tmp_path):
     assert run["status"] == "succeeded", run
     assert run["stdout"].startswith("committed\nedited\n")
     assert "gone.txt" in run["stdout"] and "run.sh" in run["stdout"]
+    if "isolation: none" not in api.get("/status").json()["message"]:
+        assert run["stdout"].endswith("\n/workspace\n")  # the sandbox mounts it there
     assert run["workspace"] == {"sha256": sha, "files": 4, "bytes": 1073,
                                 "base_commit": "abc1234", "dirty": True}
 
