@@ -254,3 +254,20 @@ def test_a_memory_hog_is_limited_and_does_not_break_another_accounts_run(emu, al
     hogged = bob.wait(hog_id)
     # one process over the profile's 256 MiB is refused its memory
     assert "over=1" in hogged["stdout"] and "MemoryError" in hogged["stderr"], hogged
+
+
+def test_without_namespaces_it_still_serves_and_says_so(started):
+    # The probe's failure, as on a kernel that refuses namespaces: the emulator serves
+    # plain subprocesses (the old behaviour) and says so at startup and in `status`.
+    emu = started.start(env={"BUS_CONTAINERS_EMULATOR_ISOLATION": "none"})
+    try:
+        reason = "isolation: none (turned off by BUS_CONTAINERS_EMULATOR_ISOLATION=none)"
+        assert reason in emu.status_message()
+        assert reason in emu.log_tail(10**6)
+        run = Api(emu).run(["sh", "-c", "id -u; pwd"])
+        assert run["status"] == "succeeded", run
+        uid, cwd = run["stdout"].split()
+        assert uid == ("65534" if started.mode == "root" else str(started.uid))
+        assert "bus-emulator-run-" in cwd
+    finally:
+        emu.stop()

@@ -327,9 +327,9 @@ class Cgroups:
         for base in parent.glob(CGROUP_PREFIX + "*"):
             pid = base.name[len(CGROUP_PREFIX):]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                for child in base.glob("run-*"):
-                    Cgroups.remove(child)
                 with contextlib.suppress(OSError):
+                    for child in base.glob("run-*"):
+                        Cgroups.remove(child)
                     base.rmdir()
 
     def create(self, run_id: str, profile: Profile) -> Path:
@@ -344,8 +344,12 @@ class Cgroups:
     @staticmethod
     def remove(path: Path) -> None:
         """Kill every process left in the cgroup, wait for them, remove it."""
-        with contextlib.suppress(OSError):
-            (path / "cgroup.kill").write_text("1")
+        with contextlib.suppress(OSError):  # cgroup.kill: Linux 5.14 and later
+            fd = os.open(path / "cgroup.kill", os.O_WRONLY)  # never created by us
+            try:
+                os.write(fd, b"1")
+            finally:
+                os.close(fd)
         deadline = time.monotonic() + CGROUP_GONE_SECONDS
         while True:
             try:

@@ -1,0 +1,98 @@
+"""The sandbox without HTTP: the workspace mount for the runner's callers, the cgroup
+bookkeeping, uid allocation. Real processes where a process is what is tested."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bus_containers.emulator import sandbox as sandbox_mod
+from bus_containers.emulator.config import Profile
+from bus_containers.emulator.sandbox import Cgroups, LaunchSpec, Sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    box = Sandbox(tmp_path_factory.mktemp("state"))
+    if box.mode == "none":  # pragma: no cover - this machine class has namespaces
+        pytest.fail(f"namespaces are expected to work here: {box.describe()}")
+    return box
+
+
+def launch(box: Sandbox, command: list[str], **kw) -> subprocess.CompletedProcess:
+    spec = LaunchSpec(tuple(command), **kw)
+    prepared = box.prepare("run_test", Profile("test"), spec)
+    try:
+        return subprocess.run(prepared.argv, env=prepared.env, cwd=prepared.cwd,
+                              stdin=spec.stdin_fd if spec.stdin_fd is not None
+                              else subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=30, preexec_fn=sandbox_mod.apply_limits(prepared.rlimits))
+    finally:
+        prepared.release()
+
+
+def test_workspace_is_mounted_read_write_as_the_cwd_and_handed_back(sandbox, tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "input.txt").write_text("from the host\n")
+    done = launch(sandbox, ["sh", "-c", "pwd; cat input.txt; echo made > output.txt; "
+                                        "mkdir sub && echo x > sub/y"],
+                  workspace_dir=str(ws))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "/workspace\nfrom the host\n"
+    assert (ws / "output.txt").read_text() == "made\n"
+    # files the run made belong to the emulator's user again once the run is over
+    owners = {p.stat().st_uid for p in [ws, *ws.rglob("*")]}
+    assert owners == {os.getuid()}
+
+
+def test_stdin_can_be_a_pipe(sandbox):
+    read, write = os.pipe()
+    os.write(write, b"hello from stdin\n")
+    os.close(write)
+    try:
+        done = launch(sandbox, ["cat"], stdin_fd=read)
+    finally:
+        os.close(read)
+    assert done.stdout == "hello from stdin\n"
+
+
+def test_a_missing_command_is_127_with_a_message(sandbox):
+    done = launch(sandbox, ["no-such-binary-xyz"])
+    assert done.returncode == 127
+    assert "cannot execute 'no-such-binary-xyz'" in done.stderr
+
+
+def test_run_uids_are_unused_and_released(sandbox):
+    if sandbox.mode != "uid":  # pragma: no cover - root here
+        pytest.skip("per-run uids need root")
+    a, b = sandbox._allocate_uid(), sandbox._allocate_uid()
+    assert a != b and min(a, b) >= sandbox_mod.RUN_UID_FIRST
+    sandbox._release_uid(a)
+    sandbox._release_uid(b)
+    assert not sandbox._uids
+
+
+def test_cgroup_bookkeeping_writes_limits_and_cleans_a_dead_emulators_leftovers(tmp_path):
+    # A directory tree stands in for cgroupfs (this machine's cgroup v2 has no memory or
+    # pids controller); the kernel-side effects are not tested here.
+    stale = tmp_path / f"{sandbox_mod.CGROUP_PREFIX}999999999"
+    (stale / "run-old").mkdir(parents=True)
+    live = Cgroups(tmp_path / f"{sandbox_mod.CGROUP_PREFIX}{os.getpid()}")
+    live.base.mkdir()
+    path = live.create("run_x", Profile("p", memory_bytes=1234, max_processes=7))
+    assert (path / "memory.max").read_text() == "1234"
+    assert (path / "pids.max").read_text() == "7"
+    Cgroups.clean_stale(tmp_path)
+    assert not stale.exists() and live.base.exists()
+
+
+def test_probe_failure_means_isolation_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox_mod, "TOOLS", ("no-such-tool-xyz",))
+    box = Sandbox(tmp_path)
+    assert box.describe() == "isolation: none (util-linux tool(s) not found: no-such-tool-xyz)"
+    done = launch(box, ["sh", "-c", "echo plain"])
+    assert done.stdout == "plain\n"
