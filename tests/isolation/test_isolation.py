@@ -164,6 +164,22 @@ def test_a_run_reaches_neither_the_emulator_nor_host_loopback(emu, bob):
         listener.close()
 
 
+def test_a_run_cannot_mount_escalate_or_write_outside_its_own_dirs(emu, bob):
+    run = bob.run(["sh", "-c", """
+        mount -t tmpfs x /tmp 2>/dev/null; echo mount=$?
+        umount -l /tmp 2>/dev/null; echo umount=$?
+        for d in / /etc /usr /dev /var; do touch $d/x 2>/dev/null; echo $d=$?; done
+        hostname h 2>/dev/null; echo hostname=$?
+        nsenter -t 1 -m true 2>/dev/null; echo nsenter=$?
+        grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status
+    """], profile="iso")
+    out = dict(line.replace(":", "=", 1).replace("\t", "").split("=", 1)
+               for line in run["stdout"].splitlines())
+    refused = ["mount", "umount", "/", "/etc", "/usr", "/dev", "/var", "hostname", "nsenter"]
+    assert all(out[name] != "0" for name in refused), out
+    assert out["CapEff"] == out["CapBnd"] == "0000000000000000" and out["NoNewPrivs"] == "1"
+
+
 @pytest.mark.parametrize("end", ["exit", "delete", "timeout"])
 def test_a_setsid_escapee_is_gone_within_2s_of_the_end(emu, bob, end):
     marker = f"escapee-{uuid.uuid4().hex}"

@@ -91,6 +91,7 @@ mkdir dev/shm dev/pts
 mount -t tmpfs -o "size=$shm_size,mode=1777,nosuid,nodev" bus-shm dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts dev/pts
 ln -s pts/ptmx dev/ptmx
+mount -o remount,bind,ro dev
 mount -t tmpfs -o "size=$tmp_size,mode=1777,nosuid,nodev" bus-tmp tmp
 cwd=/tmp
 if [ -n "$workspace" ]; then
