@@ -295,7 +295,7 @@ class ShowOptions:
 
 
 def show(opts: ShowOptions, client: ContainersClient, out: Output) -> None:
-    out.run_detail(client.get_run(opts.run_id))
+    out.run_detail(client.get_run_with_output(opts.run_id))
 
 
 def status(opts: None, client: ContainersClient, out: Output) -> None:

@@ -54,6 +54,9 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 STREAM_IDLE_TIMEOUT = 30.0  # a silent follow stream is reopened after this, not failed
 STREAM_PREFER_WAIT = 1  # seconds a streamed run may finish within its create call
+# Each `wait` GET asks the server to hold it this long (a long-poll): well under
+# READ_TIMEOUT, and under the idle cut-off of common proxies.
+LONG_POLL_SECONDS = 25
 PREFER_WAIT_CAP = 60  # what we ask the server to hold a POST /runs for, at most
 PAGE_SIZE = 100
 MAX_LOG_LINE_BYTES = 16 * 1024 * 1024  # one NDJSON log line; longer is not a log line
@@ -63,10 +66,12 @@ RetryHook = Callable[[e.ContainersError, float, int, int], None]
 
 
 class Answer(NamedTuple):
-    """One API answer: the checked body, and the server's Retry-After (seconds) if any."""
+    """One API answer: the checked body, the server's Retry-After (seconds) if any, and
+    whether it held the answer as `Prefer: wait` asked (its `Preference-Applied`)."""
 
     data: object
     retry_after: float | None
+    held: bool = False
 
 
 # -- the retry policy: pure functions of the error and the attempt count ----------------
@@ -195,8 +200,12 @@ class ContainersClient:
                                 timeout_seconds=timeout_seconds, wait=wait,
                                 deadline=deadline).data
 
-    def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline) -> Answer:
-        """create_run, with the answer's Retry-After (the first poll's delay after a 202)."""
+    def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline,
+                    until_output: bool = False) -> Answer:
+        """create_run, with the answer's Retry-After (the first poll's delay after a 202).
+        `until_output`: the server may answer (202) as soon as the run has printed, so its
+        output can be streamed live (docs/api.md); a server that does not know it holds
+        the whole `wait`."""
         body: dict = {"profile": profile, "command": list(command)}
         if timeout_seconds is not None:
             body["timeout_seconds"] = timeout_seconds
@@ -208,18 +217,24 @@ class ContainersClient:
             # Leave a second of the budget to read the answer.
             seconds = int(min(wait, PREFER_WAIT_CAP, deadline - self._clock() - 1))
             if seconds > 0:
-                headers["Prefer"] = f"wait={seconds}"
+                headers["Prefer"] = f"wait={seconds}" + (", until=output" if until_output
+                                                         else "")
         return self._call("POST", "/runs", scope=SCOPE_RUN, json_body=body, headers=headers,
                           deadline=deadline, expect=(201, 202), shape=check_created_run)
 
     def wait_for_run(self, run_id: str, *, deadline: float | None = None,
                      retry_after: float | None = None, immediate: bool = False,
                      on_poll: Callable[[dict], None] | None = None) -> dict:
-        """Poll GET /runs/{id} until the run is finished; CommandTimeout at the deadline.
-        `immediate` makes the first poll without waiting; `on_poll` sees every answer."""
+        """Ask GET /runs/{id} until the run is finished; CommandTimeout at the deadline.
+        `immediate` makes the first request without waiting; `on_poll` sees every answer.
+
+        Each request asks the server to hold it until the run ends (`Prefer: wait`, a
+        long-poll), so the end is heard at once with one open request. A server that does
+        not hold it (no `Preference-Applied`) is polled with backoff (CONTRACT 4) instead."""
         validate_run_id(run_id)
         deadline = self._deadline(deadline)
         delay = POLL_START
+        long_poll = True  # until the server shows it does not hold
         while True:
             # Retry-After: 0 on every poll would hammer the server until the deadline.
             wait = max(retry_after, POLL_MIN) if retry_after is not None else delay
@@ -234,15 +249,27 @@ class ContainersClient:
                 wait = min(wait, left)
             if wait:
                 self._sleep(wait)
+            # Leave POLL_MIN of the budget for the answer to come back in.
+            hold = int(min(LONG_POLL_SECONDS, deadline - self._clock() - POLL_MIN))
+            headers = {"Prefer": f"wait={hold}"} if long_poll and hold >= 1 else None
+            asked = self._clock()
             try:
-                run, retry_after = self._call("GET", f"/runs/{run_id}", scope=SCOPE_READ,
-                                              deadline=deadline, shape=check_run)
+                run, retry_after, held = self._call("GET", f"/runs/{run_id}",
+                                                    scope=SCOPE_READ, deadline=deadline,
+                                                    headers=headers, shape=check_run)
             except e.CommandTimeout:  # a poll that did not answer before the deadline
                 raise self._still_running(run_id) from None
             if on_poll is not None:
                 on_poll(run)
             if is_finished(run):
                 return run
+            if headers is not None and not held:
+                long_poll = False  # an older server: poll with backoff from here on
+            # The server held the answer for the time asked: ask again at once. (One that
+            # claims to hold but answers at once is polled with backoff, never hammered.)
+            if held and self._clock() - asked >= POLL_MIN:
+                immediate = True
+                continue
             delay = min(delay * 2, POLL_CAP)
 
     def follow_run(self, command: list[str], *, profile: str = "codex",
@@ -260,9 +287,10 @@ class ContainersClient:
         at the end.
         """
         deadline = self._deadline(None)
-        run, retry_after = self._create_run(command, profile=profile, env=env,
-                                            timeout_seconds=timeout_seconds,
-                                            wait=STREAM_PREFER_WAIT, deadline=deadline)
+        run, retry_after, _ = self._create_run(command, profile=profile, env=env,
+                                               timeout_seconds=timeout_seconds,
+                                               wait=STREAM_PREFER_WAIT, deadline=deadline,
+                                               until_output=live)
         yield {"event": "created", "run": run}
         if not live:
             if not is_finished(run):
@@ -300,10 +328,10 @@ class ContainersClient:
         may be held by the server for `wait` seconds (default: the whole timeout);
         `on_created` is called with the run as first returned (e.g. to show its id)."""
         deadline = self._deadline(None)
-        run, retry_after = self._create_run(command, profile=profile, env=env,
-                                            timeout_seconds=timeout_seconds,
-                                            wait=self.timeout if wait is None else wait,
-                                            deadline=deadline)
+        run, retry_after, _ = self._create_run(command, profile=profile, env=env,
+                                               timeout_seconds=timeout_seconds,
+                                               wait=self.timeout if wait is None else wait,
+                                               deadline=deadline)
         if on_created is not None:
             on_created(run)
         if is_finished(run):
@@ -313,6 +341,23 @@ class ContainersClient:
     def get_run(self, run_id: str) -> dict:
         validate_run_id(run_id)
         return self._call("GET", f"/runs/{run_id}", scope=SCOPE_READ, shape=check_run).data
+
+    def get_run_with_output(self, run_id: str) -> dict:
+        """The run in full: as GET /runs/{id} sends it or, when it carries no output (run
+        objects may leave it out, as list summaries do), with `stdout`/`stderr` read from
+        the logs endpoint (decoded as the server decodes them: invalid UTF-8 as U+FFFD)."""
+        run = self.get_run(run_id)
+        if "stdout" in run or "stderr" in run:
+            return run
+        output = {"stdout": bytearray(), "stderr": bytearray()}
+        try:
+            for event in self.iter_logs(run_id):
+                if "data" in event:
+                    output[event["stream"]] += event["data"]
+        except e.RunNotFound:
+            return run  # no logs endpoint (or the run went since): the run as it is
+        return {**run, **{name: data.decode("utf-8", "replace")
+                          for name, data in output.items()}}
 
     def iter_runs(self, *, limit: int | None = None, status: str | None = None) -> Iterator[dict]:
         """The account's runs, newest first, following next_cursor until `limit`."""
@@ -455,7 +500,8 @@ class ContainersClient:
                 text, body = _json_text(body), None
                 data = shape(parse_json(text, response.status_code, url), url,
                              response.status_code)
-            yield Answer(data, parse_retry_after(response.headers.get("Retry-After")))
+            yield Answer(data, parse_retry_after(response.headers.get("Retry-After")),
+                         _held(response.headers.get("Preference-Applied")))
 
         deadline = self._deadline(deadline)
         for answer in self._request(method, path, scope=scope, params=params,
@@ -584,6 +630,12 @@ class ContainersClient:
         except requests.RequestException as exc:
             raise e.ConnectionFailed(f"request to {url} failed: {short_reason(exc)}",
                                      origin=self.origin, retryable=False) from None
+
+
+def _held(preference_applied: str | None) -> bool:
+    """Whether a server honoured `Prefer: wait` (RFC 7240 `Preference-Applied: wait=N`)."""
+    return any(part.strip().lower().startswith("wait")
+               for part in (preference_applied or "").split(","))
 
 
 def _end_event(run: dict) -> dict:

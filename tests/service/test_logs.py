@@ -120,7 +120,7 @@ def test_quick_run_costs_one_request(client, requests_mock):
     assert [ev.get("event") for ev in events] == ["created", None, "end"]
     assert events[1]["data"] == b"OK"
     assert requests_mock.call_count == 1
-    assert requests_mock.last_request.headers["Prefer"] == "wait=1"
+    assert requests_mock.last_request.headers["Prefer"] == "wait=1, until=output"
 
 
 def test_quick_run_with_lossy_text_fetches_the_exact_bytes(client, requests_mock):
