@@ -34,7 +34,7 @@ def launch(box: Sandbox, command: list[str], **kw) -> subprocess.CompletedProces
 
 
 def test_workspace_is_mounted_read_write_as_the_cwd_and_handed_back(sandbox, tmp_path):
-    ws = tmp_path / "ws"
+    ws = tmp_path / "a work space"  # blanks are escaped in the mount table
     ws.mkdir()
     (ws / "input.txt").write_text("from the host\n")
     done = launch(sandbox, ["sh", "-c", "pwd; cat input.txt; echo made > output.txt; "
