@@ -15,7 +15,8 @@ import re
 import click
 
 from . import __version__
-from .commands import COMMANDS
+from .commands import ALIASES, COMMANDS
+from .completion import KNOWN_STATUSES, complete_profile, complete_run_id, complete_status
 from .errors import ExitCode
 from .token import ALL_SCOPES
 
@@ -79,12 +80,28 @@ class ContainersCommand(click.Command):
         if facts is not None:
             formatter.write_paragraph()
             formatter.write_text(f"Example: {invocation_of(ctx).prog} {facts.example}")
+            if facts.aliases:
+                formatter.write_text(f"Alias: {', '.join(facts.aliases)}")
 
 
 class ContainersGroup(click.Group):
     """Shows usage errors as a JSON document when --json was asked for (CONTRACT 5)."""
 
     command_class = ContainersCommand
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """In the command table's order (`run` first), not alphabetical."""
+        order = list(COMMANDS)
+        return sorted(self.commands, key=lambda n: (order.index(n) if n in order else 99, n))
+
+    def get_command(self, ctx: click.Context, name: str):
+        """`ls` and `rm` are `runs` and `delete` (not listed twice in the help)."""
+        return super().get_command(ctx, ALIASES.get(name, name))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # The canonical name, so the subcommand's context (and its help) says `runs`.
+        name, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command is not None else name), command, rest
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # The group's own options (`containers --json --timeout abc status`) fail here,
@@ -138,20 +155,30 @@ def invocation_of(ctx: click.Context):
     return Invocation(prog=group_ctx.command_path)
 
 
-def execute(ctx: click.Context, command: str, options: dict, controller, opts=None) -> None:
-    """Merge the options given before and after the subcommand, run `controller(opts,
-    client, out)` in the controllers' frame, exit with its code."""
+def _common(ctx: click.Context, options: dict):
+    """The options given before and after the subcommand, merged (after wins)."""
     from . import controllers
 
     group = ctx.meta.get(META_KEY, {})
     merged = {name: options.get(name) if options.get(name) is not None else group.get(name)
               for name in OPTION_NAMES}
-    common = controllers.CommonOptions(
+    return controllers.CommonOptions(
         **merged, json=bool(options.get("json_output") or group.get("json_output")),
         debug=bool(options.get("debug") or group.get("debug")))
-    code = controllers.execute(command, common, functools.partial(controller, opts),
+
+
+def execute(ctx: click.Context, command: str, options: dict, controller, opts=None) -> None:
+    """Run `controller(opts, client, out)` in the controllers' frame, exit with its code."""
+    from . import controllers
+
+    code = controllers.execute(command, _common(ctx, options),
+                               functools.partial(controller, opts),
                                host_obj=ctx.obj, invocation=invocation_of(ctx))
     ctx.exit(int(code))
+
+
+STATUS_WORDS = ", ".join(KNOWN_STATUSES)
+SINCE_METAVAR = "DURATION|TIME"
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -178,6 +205,17 @@ def _require_utf8(ctx, param, value):
     return value
 
 
+def _at_least(minimum: int):
+    """A callback refusing integers below `minimum` (the help shows the metavar, `N`,
+    not click's `INTEGER RANGE` / `[x>=1]`)."""
+    def check(ctx, param, value):
+        if value is not None and value < minimum:
+            raise click.BadParameter(f"{value} is less than {minimum}", ctx=ctx, param=param)
+        return value
+
+    return check
+
+
 def _parse_env(ctx, param, values) -> dict[str, str]:
     env = {}
     _require_utf8(ctx, param, values)
@@ -200,19 +238,21 @@ def _parse_env(ctx, param, values) -> dict[str, str]:
 # passes everything after the first word of COMMAND through (`run ls -la`).
 @containers.command(context_settings={"allow_interspersed_args": False})
 @click.option("--profile", default="codex", show_default=True, callback=_require_utf8,
-              help="Runner profile.")
+              metavar="PROFILE", shell_complete=complete_profile, help="Runner profile.")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", callback=_parse_env,
               help="Environment variable for the command (repeatable).")
-@click.option("--run-timeout", type=click.IntRange(min=1), metavar="SECONDS",
+@click.option("--run-timeout", type=int, callback=_at_least(1), metavar="SECONDS",
               help="Server-side limit for the command itself (status timed_out, exit 124).")
 @click.option("--detach", "-d", is_flag=True, help="Print the run id and return at once.")
 @click.option("--rm", "remove", is_flag=True,
               help="Delete the run once it has finished (like docker run --rm).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress or run id on stderr (with --detach: only the id on stdout).")
 @common_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 callback=_require_utf8)
 @click.pass_context
-def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
+def run(ctx, profile, env, run_timeout, detach, remove, quiet, command, **options):
     """Run COMMAND in a fresh container, streaming its output as it comes.
 
     \b
@@ -225,25 +265,35 @@ def run(ctx, profile, env, run_timeout, detach, remove, command, **options):
         raise click.UsageError("--rm cannot be combined with --detach", ctx=ctx)
     execute(ctx, "run", options, run,
             RunOptions(list(command), profile=profile, env=env, run_timeout=run_timeout,
-                       detach=detach, remove=remove))
+                       detach=detach, remove=remove, quiet=quiet))
 
 
 @containers.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run finishes.")
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Start at this byte of the output (both streams counted together).")
+@click.option("--tail", type=int, callback=_at_least(0), metavar="N",
+              help="Start at the last N lines (both streams counted together).")
+@click.option("--since", metavar=SINCE_METAVAR, callback=_require_utf8,
+              help="Only output written since then: 10m, 2h, 1d, or a time such as "
+                   "2026-11-30T10:00:00Z.")
+@click.option("--timestamps", "-t", is_flag=True,
+              help="Start each line with when it was written (RFC 3339, UTC).")
+@click.option("--offset", type=int, callback=_at_least(0), default=0, show_default=True,
+              metavar="N",
+              help="Start at byte N of the output (both streams counted together).")
 @common_options
 @click.pass_context
-def logs(ctx, run_id, follow, offset, **options):
+def logs(ctx, run_id, follow, tail, since, timestamps, offset, **options):
     """Print a run's output (stdout and stderr to ours, byte for byte)."""
     from .controllers import LogsOptions, logs
 
-    execute(ctx, "logs", options, logs, LogsOptions(run_id, follow=follow, offset=offset))
+    execute(ctx, "logs", options, logs,
+            LogsOptions(run_id, follow=follow, offset=offset, tail=tail, since=since,
+                        timestamps=timestamps))
 
 
 @containers.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @common_options
 @click.pass_context
 def wait(ctx, run_id, **options):
@@ -254,21 +304,32 @@ def wait(ctx, run_id, **options):
 
 
 @containers.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Show at most N runs.")
+@click.option("--limit", type=int, callback=_at_least(1), metavar="N",
+              help="Show at most N runs  [default: 20]")
+@click.option("--all", "all_runs", is_flag=True, help="Every run (all pages).")
 @click.option("--status", "status_filter", metavar="STATUS", callback=_require_utf8,
-              help="Only runs in this status (e.g. running, failed).")
+              shell_complete=complete_status,
+              help=f"Only runs in this status: {STATUS_WORDS}.")
+@click.option("--profile", metavar="PROFILE", callback=_require_utf8,
+              shell_complete=complete_profile, help="Only runs of this profile.")
+@click.option("--since", metavar=SINCE_METAVAR, callback=_require_utf8,
+              help="Only runs created since then: 10m, 2h, 1d, or a time.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the ids, one a line (for xargs).")
 @common_options
 @click.pass_context
-def runs(ctx, limit, status_filter, **options):
+def runs(ctx, limit, all_runs, status_filter, profile, since, quiet, **options):
     """List your runs, newest first."""
     from .controllers import RunsOptions, runs
 
-    execute(ctx, "runs", options, runs, RunsOptions(limit=limit, status=status_filter))
+    if all_runs and limit is not None:
+        raise click.UsageError("--all and --limit cannot be combined", ctx=ctx)
+    execute(ctx, "runs", options, runs,
+            RunsOptions(limit=20 if limit is None else limit, all=all_runs,
+                        status=status_filter, profile=profile, since=since, quiet=quiet))
 
 
 @containers.command()
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete_run_id)
 @common_options
 @click.pass_context
 def show(ctx, run_id, **options):
@@ -279,14 +340,53 @@ def show(ctx, run_id, **options):
 
 
 @containers.command()
-@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...",
+                shell_complete=complete_run_id)
 @common_options
 @click.pass_context
 def delete(ctx, run_ids, **options):
-    """Delete runs (a running one is stopped first)."""
+    """Delete runs and their output (a running one is stopped first)."""
     from .controllers import DeleteOptions, delete
 
     execute(ctx, "delete", options, delete, DeleteOptions(list(run_ids)))
+
+
+@containers.command()
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...",
+                shell_complete=complete_run_id)
+@common_options
+@click.pass_context
+def cancel(ctx, run_ids, **options):
+    """Stop runs and keep them with their output (a finished run is left as it is)."""
+    from .controllers import CancelOptions, cancel
+
+    execute(ctx, "cancel", options, cancel, CancelOptions(list(run_ids)))
+
+
+@containers.command()
+@common_options
+@click.pass_context
+def usage(ctx, **options):
+    """Show your plan, its limits, what this period used and what is left."""
+    from .controllers import usage
+
+    execute(ctx, "usage", options, usage)
+
+
+@containers.command()
+@common_options
+@click.pass_context
+def doctor(ctx, **options):
+    """Check the setup step by step (config, token, origin, network, runner, billing);
+    the first failure's fix, and its exit code."""
+    from . import controllers
+
+    code = controllers.execute(
+        "doctor", common := _common(ctx, options),
+        functools.partial(controllers.doctor,
+                          controllers.DoctorOptions(common, host_obj=ctx.obj)),
+        host_obj=ctx.obj, invocation=invocation_of(ctx), settings_free=True)
+    ctx.exit(int(code))
 
 
 def main() -> None:

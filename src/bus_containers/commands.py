@@ -10,22 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .token import SCOPE_DELETE, SCOPE_READ, SCOPE_RUN
+from .token import SCOPE_BILLING, SCOPE_DELETE, SCOPE_READ, SCOPE_RUN
 
 
 @dataclass(frozen=True)
 class CommandFacts:
-    scope: str  # what the token must grant (CONTRACT 3)
+    scope: str  # what the token must grant (CONTRACT 3); "" for none (doctor)
     timeout: float  # default --timeout, seconds: a single call, or following a remote job
     example: str  # the help's example, after the program name ("bus containers")
+    aliases: tuple[str, ...] = ()  # other names for the command (`ls` for `runs`)
 
 
+# In the order `--help` lists them: the main job first, then following and stopping it,
+# then the account, then diagnosis.
 COMMANDS: dict[str, CommandFacts] = {
-    "status": CommandFacts(SCOPE_READ, 30.0, "status"),
     "run": CommandFacts(SCOPE_RUN, 600.0, "run --profile codex -- sh -c 'printf OK'"),
-    "logs": CommandFacts(SCOPE_READ, 600.0, "logs --follow run_0123abcd"),
+    "logs": CommandFacts(SCOPE_READ, 600.0, "logs --follow --tail 20 run_0123abcd"),
     "wait": CommandFacts(SCOPE_READ, 600.0, "wait run_0123abcd"),
-    "runs": CommandFacts(SCOPE_READ, 60.0, "runs --status running --limit 5"),
+    "cancel": CommandFacts(SCOPE_RUN, 60.0, "cancel run_0123abcd"),
+    "runs": CommandFacts(SCOPE_READ, 60.0, "runs --status running --limit 5", ("ls",)),
     "show": CommandFacts(SCOPE_READ, 30.0, "show run_0123abcd"),
-    "delete": CommandFacts(SCOPE_DELETE, 60.0, "delete run_0123abcd run_4567efgh"),
+    "delete": CommandFacts(SCOPE_DELETE, 60.0, "delete run_0123abcd run_4567efgh", ("rm",)),
+    "usage": CommandFacts(SCOPE_BILLING, 30.0, "usage"),
+    "status": CommandFacts(SCOPE_READ, 30.0, "status"),
+    "doctor": CommandFacts("", 20.0, "doctor"),
 }
+
+ALIASES: dict[str, str] = {alias: name for name, facts in COMMANDS.items()
+                           for alias in facts.aliases}

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ContainersError, ExitCode, Interrupted, RunNotFound
+from .errors import BillingRequired, ContainersError, ExitCode, Interrupted, RunNotFound
 from .render import Invocation, Output
 from .service import ContainersClient, exit_code_for_run
 
@@ -39,9 +39,11 @@ class CommonOptions:
 def execute(command: str, common: CommonOptions, action: Action, *, host_obj: object = None,
             env: Mapping[str, str] | None = None, invocation: Invocation | None = None,
             out: Output | None = None,
-            make_client: Callable[..., ContainersClient] | None = None) -> int:
+            make_client: Callable[..., ContainersClient] | None = None,
+            settings_free: bool = False) -> int:
     """Settings -> client -> action(client, output) -> exit code, with every error mapped.
-    `action` returns the exit code (None means 0). Nothing but this exit code leaves."""
+    `action` returns the exit code (None means 0). Nothing but this exit code leaves.
+    `settings_free` (doctor): no settings are resolved up front; `action(None, out)`."""
     env = os.environ if env is None else env
     out = out or Output(json=common.json)
     out.invocation = invocation or out.invocation
@@ -51,12 +53,16 @@ def execute(command: str, common: CommonOptions, action: Action, *, host_obj: ob
         from . import service
         from .settings import resolve
 
+        if settings_free:
+            code = action(None, out)
+            return ExitCode.OK if code is None else code
         settings = resolve(command=command, host_obj=host_obj, env=env,
                            api_url=common.api_url, token_file=common.token_file,
                            timeout=common.timeout, warn=out.warning)
         out.redact = settings.token
         out.invocation.origin = settings.api_url
         out.invocation.origin_source = settings.api_url_source
+        out.invocation.token_source = settings.token_source
         client = (make_client or service.ContainersClient)(
             settings.api_url, settings.token, timeout=settings.timeout,
             on_retry=out.retrying)
@@ -121,6 +127,7 @@ class RunOptions:
     run_timeout: int | None = None
     detach: bool = False
     remove: bool = False
+    quiet: bool = False  # no progress and no informational lines on stderr
 
 
 def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
@@ -138,6 +145,8 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     run_id = None
     end = None
     output_failed = False
+    if opts.quiet:
+        out.quiet = True
     progress = out.progress()
     events = client.follow_run(opts.command, profile=opts.profile, env=opts.env,
                                timeout_seconds=opts.run_timeout, on_poll=progress.update,
@@ -272,21 +281,53 @@ class LogsOptions:
     run_id: str
     follow: bool = False
     offset: int = 0
+    tail: int | None = None
+    since: str | None = None  # as typed: a duration (10m) or a time
+    timestamps: bool = False
 
 
 def logs(opts: LogsOptions, client: ContainersClient, out: Output) -> None:
+    since = _since(opts.since)
     out.logs(opts.run_id, client.iter_logs(opts.run_id, offset=opts.offset,
-                                           follow=opts.follow), opts.offset)
+                                           follow=opts.follow, tail=opts.tail, since=since),
+             opts.offset, timestamps=opts.timestamps)
 
 
 @dataclass
 class RunsOptions:
-    limit: int = 20
+    limit: int | None = 20  # None with `all`
     status: str | None = None
+    profile: str | None = None
+    since: str | None = None  # as typed: a duration (10m) or a time
+    all: bool = False
+    quiet: bool = False
 
 
 def runs(opts: RunsOptions, client: ContainersClient, out: Output) -> None:
-    out.runs_table(client.list_runs(limit=opts.limit, status=opts.status))
+    """The runs, newest first. On a terminal one run more is asked for, to say whether
+    there are more than the page shows."""
+    limit = None if opts.all else opts.limit
+    peek = limit is not None and not (out.json or opts.quiet) and out.is_terminal()
+    found = client.list_runs(limit=limit + 1 if peek else limit, status=opts.status,
+                             profile=opts.profile, since=_since(opts.since))
+    more = peek and len(found) > limit
+    out.runs_table(found[:limit] if peek else found, more=more, quiet=opts.quiet)
+
+
+def _since(text: str | None) -> str | None:
+    """A `--since` value as the RFC 3339 time the API takes; UsageError when it is neither
+    a duration nor a time."""
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    from .errors import UsageError
+    from .times import BadTime, parse_since, rfc3339
+
+    try:
+        return rfc3339(parse_since(text, datetime.now(timezone.utc)))
+    except BadTime as error:
+        raise UsageError(f"--since: {error}") from None
 
 
 @dataclass
@@ -300,3 +341,64 @@ def show(opts: ShowOptions, client: ContainersClient, out: Output) -> None:
 
 def status(opts: None, client: ContainersClient, out: Output) -> None:
     out.status(client.status())
+
+
+# -- cancel, usage, doctor ---------------------------------------------------------------
+@dataclass
+class CancelOptions:
+    run_ids: list[str]
+
+
+def cancel(opts: CancelOptions, client: ContainersClient, out: Output) -> int:
+    """Stop each run and keep it (with its logs), one line each on stderr; a finished run
+    is left as it is. Exit 3 when any was not found."""
+    result = client.cancel_runs(opts.run_ids, on_result=out.cancel_result)
+    out.cancelled(result)
+    return ExitCode.NOT_FOUND if result["not_found"] else ExitCode.OK
+
+
+def usage(opts: None, client: ContainersClient, out: Output) -> int:
+    """The plan and what is used of it. Billing missing: the document still shows, then
+    the error with the server's guidance and exit 5, as a 402 on `run` would."""
+    document = client.usage()
+    out.usage(document)
+    billing = document.get("billing") if isinstance(document.get("billing"), dict) else {}
+    if billing.get("status") == "required":
+        url = billing.get("url") if isinstance(billing.get("url"), str) else None
+        guidance = billing.get("guidance") if isinstance(billing.get("guidance"), str) else None
+        raise BillingRequired(f"billing is not set up for this account "
+                              f"(plan {document.get('plan')})",
+                              guidance=guidance or "Set up billing for this account.",
+                              url=url)
+    return ExitCode.OK
+
+
+@dataclass
+class DoctorOptions:
+    common: CommonOptions
+    host_obj: object = None
+    env: Mapping[str, str] | None = None
+    make_client: Callable[..., ContainersClient] | None = None
+
+
+def doctor(opts: DoctorOptions, client: None, out: Output) -> int:
+    """Every check in order, each printed as soon as it is known; exit 0 when none
+    failed, else the first failure's code (run with `execute(..., settings_free=True)`:
+    the settings are what it checks)."""
+    from .doctor import diagnose, first_failure
+    from .settings import resolve_timeout
+
+    env = os.environ if opts.env is None else opts.env
+    make_client = opts.make_client or (lambda origin, token, timeout: ContainersClient(
+        origin, token, timeout=timeout, max_retries=0))
+    checks = []
+    for check in diagnose(api_url=opts.common.api_url, token_file=opts.common.token_file,
+                          timeout=resolve_timeout(opts.common.timeout, "doctor"),
+                          host_obj=opts.host_obj, env=env, invocation=out.invocation,
+                          make_client=make_client,
+                          on_token=lambda token: setattr(out, "redact", token)):
+        out.doctor_check(check)
+        checks.append(check)
+    out.doctor_report(checks)
+    failure = first_failure(checks)
+    return failure.exit_code if failure else ExitCode.OK

@@ -68,13 +68,18 @@ class _Found:
 
 def diagnose(*, api_url: str | None, token_file: str | None, timeout: float,
              host_obj: object, env: Mapping[str, str], invocation: Invocation,
-             make_client: Callable, now: float | None = None) -> Iterator[Check]:
-    """Yield the checks in order, each as soon as it is known."""
+             make_client: Callable, on_token: Callable[[str], None] = lambda token: None,
+             now: float | None = None) -> Iterator[Check]:
+    """Yield the checks in order, each as soon as it is known. `on_token` hears of the
+    token once found (to mask it in any output)."""
     now = time.time() if now is None else now
     deadline = time.monotonic() + timeout
     found = _Found()
     yield _config_dir(found, host_obj, env)
-    yield _token(found, token_file, env, invocation)
+    check = _token(found, token_file, env, invocation)
+    if found.token:
+        on_token(found.token)
+    yield check
     yield _claims(found, invocation, now)
     yield _origin(found, api_url, env, host_obj)
     yield _network(found, invocation, deadline, make_client)

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .times import ago, duration, parse_api_time
+
 # Control characters from the server (not the run's own output) must not drive the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -34,9 +36,9 @@ def _value_text(value: object) -> str:
     return _clean(value)
 
 
-def _command_text(command: object) -> str:
+def command_text(command: object) -> str:
     if isinstance(command, list) and all(isinstance(part, str) for part in command):
-        return shlex.join(command)
+        return _clean(shlex.join(command))
     return _clean(command)
 
 
@@ -50,6 +52,7 @@ class Invocation:
     standalone: bool = False
     origin: str | None = None
     origin_source: str | None = None
+    token_source: str | None = None  # `$BUS_AI_TOKEN`, a file's path: named in token errors
 
 
 TOKEN_ENV_HELP = "$BUS_AI_TOKEN"
@@ -103,6 +106,16 @@ def hint_for(error, invocation: Invocation) -> str | None:
     return None
 
 
+def _token_source(error, invocation: Invocation) -> str | None:
+    """Where the token of a token error came from, unless the message already says."""
+    from . import errors as e
+
+    if not isinstance(error, e.AuthError) or isinstance(error, e.TokenMissing):
+        return None
+    source = getattr(error, "token_source", None) or invocation.token_source
+    return source if source and source not in error.message else None
+
+
 def error_text(error, invocation: Invocation) -> str:
     """An error as the one paragraph a human reads: message, why we stopped retrying,
     the server's guidance, our hint, the server's link."""
@@ -112,6 +125,9 @@ def error_text(error, invocation: Invocation) -> str:
         message += (f" (gave up after {error.attempts} attempt(s): the next retry would "
                     f"pass the timeout of {error.timeout:g} s)")
     lines = [f"{label}: {message}" if label else message]
+    source = _token_source(error, invocation)
+    if source:
+        lines.append(f"The token came from {source}.")
     if error.guidance:
         lines.append(error.guidance)
     hint = hint_for(error, invocation)
@@ -132,6 +148,7 @@ class Output:
     err: TextIO = field(default_factory=lambda: sys.stderr)
     redact: str | None = None  # the token: masked in every message, as a last line of defence
     invocation: Invocation = field(default_factory=Invocation)
+    quiet: bool = False  # `-q`: no informational lines and no progress (errors still show)
 
     def __post_init__(self) -> None:
         # A closed stream (`2>&-`) is None in Python; print(file=None) would write to
@@ -141,13 +158,18 @@ class Output:
         if self.err is None:
             self.err = open(os.devnull, "w")
 
+    def is_terminal(self) -> bool:
+        """Is stdout a terminal (human niceties) rather than a pipe or a file (scripts)?"""
+        return _isatty(self.out)
+
     def _masked(self, text: str) -> str:
         return text.replace(self.redact, "***") if self.redact else text
 
     # -- stderr --------------------------------------------------------------------------
     def message(self, text: str) -> None:
-        """A human line on stderr. Silent with --json: stderr then carries only JSON errors."""
-        if not self.json:
+        """A human line on stderr. Silent with --json (stderr then carries only JSON
+        errors) and with -q."""
+        if not (self.json or self.quiet):
             print(text, file=self.err, flush=True)
 
     def warning(self, text: str) -> None:
@@ -159,6 +181,9 @@ class Output:
             import json
 
             document = error.to_dict()
+            source = _token_source(error, self.invocation)
+            if source:
+                document["error"]["token_source"] = source
             guidance = "\n".join(filter(None, [error.guidance,
                                                hint_for(error, self.invocation)]))
             if guidance:
@@ -196,34 +221,52 @@ class Output:
     def run_ids(self, *run_ids: str) -> None:
         self.out.write("".join(f"{run_id}\n" for run_id in run_ids))
 
-    def runs_table(self, runs: list[dict]) -> None:
+    def runs_table(self, runs: list[dict], *, more: bool = False, quiet: bool = False,
+                   now: float | None = None) -> None:
+        """The runs as a table; `quiet`: ids only, one a line (for xargs). On a terminal,
+        times are relative and `more` (runs exist past the page) gets a footer; in a pipe,
+        ISO times and no footer, so scripts see the same text whatever the terminal."""
         if self.json:
             return self.document(runs)
-        header = ("ID", "STATUS", "PROFILE", "EXIT", "CREATED", "COMMAND")
+        if quiet:
+            return self.run_ids(*(_clean(r.get("id")) for r in runs))
+        terminal = self.is_terminal()
+        when = _relative_time(now) if terminal else _clean
+        header = ("ID", "STATUS", "PROFILE", "EXIT", "DURATION", "CREATED", "COMMAND")
         rows = [header] + [
             (_clean(r.get("id")), _clean(r.get("status")), _clean(r.get("profile")),
-             _clean(r.get("exit_code")), _clean(r.get("created_at")),
-             _command_text(r.get("command")))
+             _clean(r.get("exit_code")), duration(_run_seconds(r)), when(r.get("created_at")),
+             command_text(r.get("command")))
             for r in runs
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
                  + "  " + row[-1] for row in rows]
         self.out.write("\n".join(line.rstrip() for line in lines) + "\n")
+        if more and terminal:
+            self.message(f"{len(runs)} shown; more with --limit or --all")
 
     def run_detail(self, run: dict) -> None:
         if self.json:
             return self.document(run)
         known = ("id", "status", "profile", "command", "exit_code", "created_at",
-                 "started_at", "finished_at", "output_truncated")
+                 "started_at", "finished_at", "usage", "output_truncated")
         # Fields a newer API added: kept and shown, never dropped.
         extra = [k for k in run if k not in known and k not in ("stdout", "stderr")]
         labels = {k: "ID" if k == "id" else k.replace("_", " ").capitalize() for k in known}
+        labels["usage"] = "Duration"
         labels.update({k: _clean(k) for k in extra})  # as the API names them, for --json users
         width = max(len(label) for label in labels.values()) + 2
-        lines = [f"{labels[k]}:".ljust(width)
-                 + (_command_text(run.get(k)) if k == "command" else _value_text(run.get(k)))
-                 for k in (*known, *extra)]
+        def text(key: str) -> str:
+            if key == "command":
+                return command_text(run.get(key))
+            if key == "usage":
+                seconds = _run_seconds(run)
+                return duration(seconds) + (f" ({seconds:g} run-seconds)"
+                                            if duration(seconds) != "-" else "")
+            return _value_text(run.get(key))
+
+        lines = [f"{labels[k]}:".ljust(width) + text(k) for k in (*known, *extra)]
         for name in ("stdout", "stderr"):
             text = run.get(name)
             if isinstance(text, str) and text:
@@ -235,10 +278,13 @@ class Output:
         """Live output from a run, to the matching local stream, byte for byte."""
         write_bytes(self.out if stream_name == "stdout" else self.err, data)
 
-    def logs(self, run_id: str, events, offset: int) -> None:
+    def logs(self, run_id: str, events, offset: int, timestamps: bool = False) -> None:
         """`logs`: each output chunk as it comes; with --json, one document at the end
-        (the output as text, and where to resume)."""
+        (the output as text, and where to resume). `timestamps`: each line starts with
+        when it was written (and --json adds the chunks with their times)."""
         captured = {"stdout": bytearray(), "stderr": bytearray()}
+        chunks: list[dict] = []
+        at_line_start = {"stdout": True, "stderr": True}
         end, position = None, offset
         for event in events:
             if event.get("event") == "end":
@@ -247,22 +293,172 @@ class Output:
             position = event["offset"] + len(event["data"])
             if self.json:
                 captured[event["stream"]] += event["data"]
+                if timestamps:
+                    chunks.append({"stream": event["stream"], "offset": event["offset"],
+                                   "time": event.get("time"),
+                                   "text": event["data"].decode("utf-8", "replace")})
+            elif timestamps:
+                stream = event["stream"]
+                at_line_start[stream] = self._stamped(stream, event["data"], event.get("time"),
+                                                      at_line_start[stream])
             else:
                 self.chunk(event["stream"], event["data"])
         if self.json:
-            self.document({"id": run_id, "finished": end is not None,
-                           "status": (end or {}).get("status"),
-                           "exit_code": (end or {}).get("exit_code"),
-                           "next_offset": position,
-                           **{k: v.decode("utf-8", "replace") for k, v in captured.items()}})
+            document = {"id": run_id, "finished": end is not None,
+                        "status": (end or {}).get("status"),
+                        "exit_code": (end or {}).get("exit_code"),
+                        "next_offset": position,
+                        **{k: v.decode("utf-8", "replace") for k, v in captured.items()}}
+            if timestamps:
+                document["chunks"] = chunks
+            self.document(document)
+
+    def _stamped(self, stream: str, data: bytes, written: object, at_line_start: bool) -> bool:
+        """Write `data` with `written` before each line that starts in it; whether the next
+        byte starts a line. The bytes themselves are unchanged."""
+        prefix = (_clean(written) if isinstance(written, str) else "-").encode() + b" "
+        pieces = []
+        for line in data.splitlines(keepends=True):
+            if at_line_start:
+                pieces.append(prefix)
+            pieces.append(line)
+            at_line_start = line.endswith(b"\n")
+        self.chunk(stream, b"".join(pieces))
+        return at_line_start
 
     def progress(self) -> Progress:
         """A progress line on stderr: only on a terminal and never with --json."""
-        return Progress(self.err, enabled=not self.json and _isatty(self.err))
+        return Progress(self.err, enabled=not (self.json or self.quiet) and _isatty(self.err))
 
     def deleted(self, deleted: list[str], not_found: list[str]) -> None:
         if self.json:
             self.document({"deleted": deleted, "not_found": not_found})
+
+    # -- cancel, usage, doctor -----------------------------------------------------------
+    def cancel_result(self, run_id: str, outcome: str, run: dict | None) -> None:
+        """One line per run as it is cancelled (stderr; nothing with --json)."""
+        if outcome == "cancelled":
+            self.message(f"Cancelled {run_id}")
+        elif outcome == "finished":
+            status = _clean((run or {}).get("status"))
+            self.message(f"Already finished: {run_id} ({status}); left as it is")
+        else:
+            self.message(f"Not found: {run_id}")
+
+    def cancelled(self, result: dict) -> None:
+        if self.json:
+            self.document(result)
+
+    def usage(self, document: dict, now: float | None = None) -> None:
+        """The plan, the period, each limit with what is used and left, the billing state."""
+        if self.json:
+            return self.document(document)
+        limits = document.get("limits") if isinstance(document.get("limits"), dict) else {}
+        used = document.get("used") if isinstance(document.get("used"), dict) else {}
+        period = document.get("period") if isinstance(document.get("period"), dict) else {}
+        billing = document.get("billing") if isinstance(document.get("billing"), dict) else {}
+        lines = [f"Plan:     {_clean(document.get('plan'))}",
+                 f"Period:   {_period_text(period, now, _isatty(self.out))}",
+                 f"Billing:  {_clean(billing.get('status', 'unknown'))}"
+                 + (f" ({_clean(billing['url'])})" if billing.get("url")
+                    and billing.get("status") != "active" else ""),
+                 ""]
+        rows = [("LIMIT", "USED", "OF", "LEFT")]
+        names = [*(n for n in _LIMIT_WORDS if n in limits or n in used),
+                 *sorted(n for n in {*limits, *used} if n not in _LIMIT_WORDS)]
+        for name in names:
+            limit, value = limits.get(name), used.get(name)
+            left = (limit - value) if _is_number(limit) and _is_number(value) else None
+            rows.append((_LIMIT_WORDS.get(name, _clean(name)),
+                         _amount(name, value) if name in used else "-",
+                         _amount(name, limit) if _is_number(limit) else
+                         ("unlimited" if name in limits and limit is None else "-"),
+                         _amount(name, max(left, 0)) if left is not None else "-"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                  + "  " + row[3] for row in rows]
+        self.out.write("\n".join(line.rstrip() for line in lines) + "\n")
+
+    def doctor_check(self, check) -> None:
+        """One check, as soon as it is known: `ok`, `warn`, `FAIL` or `skip`, its title,
+        what was found; a failure's fix on the lines below it."""
+        if self.json:
+            return
+        mark = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}.get(check.status,
+                                                                              check.status)
+        self.out.write(f"{mark:<5} {check.title:<18} {_clean(check.detail)}\n")
+        if check.status == "fail" and check.fix:
+            for i, line in enumerate(_clean_lines(check.fix)):
+                self.out.write(f"{'':<5} {'fix:' if i == 0 else '':<18} {line}\n")
+        self.out.flush()
+
+    def doctor_report(self, checks: list) -> None:
+        if self.json:
+            self.document([check.to_dict() for check in checks])
+
+
+_LIMIT_WORDS = {
+    "concurrent_runs": "concurrent runs",
+    "runs_per_period": "runs per period",
+    "run_seconds_per_period": "run-seconds per period",
+    "max_run_seconds": "longest run",
+    "output_bytes": "output per run",
+    "workspace_bytes": "workspace size",
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _amount(name: str, value: object) -> str:
+    """A usage number in its unit: bytes as KiB/MiB/GiB, seconds with `s`."""
+    if not _is_number(value):
+        return _clean(value)
+    if name.endswith("_bytes"):
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size:
+                return f"{value / size:.1f} {unit}"
+        return f"{value:g} B"
+    if name == "max_run_seconds":
+        return f"{value:g} s"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _period_text(period: dict, now: float | None, terminal: bool) -> str:
+    start, end = period.get("start"), period.get("end")
+    text = f"{_clean(start)} to {_clean(end)}"
+    end_time = parse_api_time(end)
+    if terminal and end_time is not None:
+        from datetime import datetime, timezone
+
+        current = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        left = (end_time - current).total_seconds()
+        if left > 0:
+            text += f" (ends in {duration(left)})"
+    return text
+
+
+def _clean_lines(text: str) -> list[str]:
+    return [_clean(line) for line in str(text).split("\n")]
+
+
+def _run_seconds(run: dict) -> object:
+    usage = run.get("usage")
+    return usage.get("run_seconds") if isinstance(usage, dict) else None
+
+
+def _relative_time(now: float | None):
+    """The CREATED column on a terminal: "3 min ago" (unparsable times as they came)."""
+    from datetime import datetime, timezone
+
+    current = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+
+    def show(value: object) -> str:
+        when = parse_api_time(value)
+        return ago(when, current) if when is not None else _clean(value)
+
+    return show
 
 
 def write_bytes(stream: TextIO, data: bytes) -> None:

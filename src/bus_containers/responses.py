@@ -130,6 +130,16 @@ def check_created_run(data, url: str, status: int) -> dict:
     return run
 
 
+def check_usage(data, url: str, status: int) -> dict:
+    """A usage document: an object; its parts are shown as far as they have the API's
+    shape (a newer server may add limits, or billing words)."""
+    if not (isinstance(data, dict) and isinstance(data.get("plan"), str)):
+        raise e.UnexpectedResponse(
+            f"unexpected response from {url} (HTTP {status}): not a usage document",
+            status=status)
+    return data
+
+
 def check_run_page(data, url: str, status: int) -> dict:
     runs = data.get("runs") if isinstance(data, dict) else None
     cursor = data.get("next_cursor") if isinstance(data, dict) else None
@@ -167,4 +177,7 @@ def parse_log_line(line: bytes, url: str) -> dict | None:
     except (binascii.Error, ValueError):
         raise e.UnexpectedResponse(
             f"unexpected response from {url}: a log line's data is not base64") from None
-    return {"stream": stream, "offset": offset, "data": data}
+    chunk = {"stream": stream, "offset": offset, "data": data}
+    if isinstance(event.get("time"), str):
+        chunk["time"] = event["time"]  # when it was written (CONTRACT 9), for `logs -t`
+    return chunk

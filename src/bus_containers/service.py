@@ -31,12 +31,20 @@ from .responses import (
     check_run,
     check_run_page,
     check_status,
+    check_usage,
     error_for,
     parse_json,
     parse_log_line,
 )
 from .settings import API_PATH
-from .token import SCOPE_DELETE, SCOPE_READ, SCOPE_RUN, check_claims, read_claims
+from .token import (
+    SCOPE_BILLING,
+    SCOPE_DELETE,
+    SCOPE_READ,
+    SCOPE_RUN,
+    check_claims,
+    read_claims,
+)
 from .transport import cut_after_connect, is_read_timeout, iter_lines, read_body, short_reason
 
 log = logging.getLogger("bus_containers")
@@ -183,6 +191,11 @@ class ContainersClient:
     # -- public API ----------------------------------------------------------------------
     def status(self) -> dict:
         return self._call("GET", "/status", scope=SCOPE_READ, shape=check_status).data
+
+    def usage(self) -> dict:
+        """The account's plan, period, limits, what is used and the billing state, as the
+        server sent them (`billing.status` "required" is an answer here, not an error)."""
+        return self._call("GET", "/usage", scope=SCOPE_BILLING, shape=check_usage).data
 
     def create_run(
         self,
@@ -359,8 +372,10 @@ class ContainersClient:
         return {**run, **{name: data.decode("utf-8", "replace")
                           for name, data in output.items()}}
 
-    def iter_runs(self, *, limit: int | None = None, status: str | None = None) -> Iterator[dict]:
-        """The account's runs, newest first, following next_cursor until `limit`."""
+    def iter_runs(self, *, limit: int | None = None, status: str | None = None,
+                  profile: str | None = None, since: str | None = None) -> Iterator[dict]:
+        """The account's runs, newest first, following next_cursor until `limit` (None:
+        every page). Filters: `status`, `profile`, `since` (RFC 3339: created at or after)."""
         deadline = self._deadline(None)
         cursor, seen_cursors, count = None, set(), 0
         while limit is None or count < limit:
@@ -370,6 +385,10 @@ class ContainersClient:
                 params["cursor"] = cursor
             if status:
                 params["status"] = status
+            if profile:
+                params["profile"] = profile
+            if since:
+                params["since"] = since
             page = self._call("GET", "/runs", scope=SCOPE_READ, params=params,
                               deadline=deadline, shape=check_run_page).data
             for run in page["runs"][: None if limit is None else limit - count]:
@@ -381,8 +400,38 @@ class ContainersClient:
                 return
             seen_cursors.add(cursor)
 
-    def list_runs(self, *, limit: int | None = None, status: str | None = None) -> list[dict]:
-        return list(self.iter_runs(limit=limit, status=status))
+    def list_runs(self, *, limit: int | None = None, status: str | None = None,
+                  profile: str | None = None, since: str | None = None) -> list[dict]:
+        return list(self.iter_runs(limit=limit, status=status, profile=profile, since=since))
+
+    def cancel_run(self, run_id: str) -> dict:
+        """Stop a run and keep it: the run as the server answers, `cancelled`, or unchanged
+        when it had already finished (then its own final status)."""
+        validate_run_id(run_id)
+        return self._call("POST", f"/runs/{run_id}/cancel", scope=SCOPE_RUN,
+                          shape=check_run).data
+
+    def cancel_runs(self, run_ids: list[str],
+                    on_result: Callable[[str, str, dict | None], None] | None = None) -> dict:
+        """Cancel each run (every id checked before the first request); one missing run
+        does not stop the others. `{"cancelled": [...], "finished": [...], "not_found":
+        [...]}` (`finished`: it had already ended, and was left as it was); `on_result(id,
+        outcome, run)` hears of each as it happens."""
+        for run_id in run_ids:
+            validate_run_id(run_id)
+        result: dict[str, list[str]] = {"cancelled": [], "finished": [], "not_found": []}
+        for run_id in dict.fromkeys(run_ids):
+            run = None
+            try:
+                run = self.cancel_run(run_id)
+            except e.RunNotFound:
+                outcome = "not_found"
+            else:
+                outcome = "cancelled" if run.get("status") == "cancelled" else "finished"
+            result[outcome].append(run_id)
+            if on_result is not None:
+                on_result(run_id, outcome, run)
+        return result
 
     def delete_run(self, run_id: str) -> None:
         validate_run_id(run_id)
@@ -410,9 +459,13 @@ class ContainersClient:
         return result
 
     def iter_logs(self, run_id: str, *, offset: int = 0, follow: bool = False,
+                  tail: int | None = None, since: str | None = None,
                   deadline: float | None = None) -> Iterator[dict]:
-        """A run's output as events: `{"stream", "offset", "data": bytes}` in order, then
-        `{"event": "end", "status", "exit_code"}` once the run is finished.
+        """A run's output as events: `{"stream", "offset", "data": bytes, "time"?}` in
+        order, then `{"event": "end", "status", "exit_code"}` once the run is finished.
+
+        `tail`: from the last N lines (of what exists when the server first answers);
+        `since` (RFC 3339): only output written at or after it; both hold while following.
 
         A dropped or cut stream is reopened at the next byte not yet yielded (retries as
         CONTRACT 4), so no byte is lost or repeated. A follow stream that is merely quiet is
@@ -424,9 +477,18 @@ class ContainersClient:
         validate_run_id(run_id)
         deadline = self._deadline(deadline)
         position = offset
+        started = False  # once output came, a reopened stream resumes at `position` only
+
+        def params() -> dict:
+            query: dict = {"follow": "true" if follow else "false", "offset": position}
+            if tail is not None and not started:
+                query["tail"] = tail  # counted again from a later end, it would skip lines
+            if since is not None:
+                query["since"] = since
+            return query
 
         def read(response, url: str) -> Iterator[dict]:
-            nonlocal position
+            nonlocal position, started
             for line in iter_lines(response, url, MAX_LOG_LINE_BYTES):
                 if self._clock() >= deadline:  # a server that never stops talking
                     raise self._still_running(run_id) if follow else self._timeout_error(url)
@@ -439,6 +501,7 @@ class ContainersClient:
                 chunk = _unseen_part(event, position)
                 if chunk is not None:
                     position = chunk["offset"] + len(chunk["data"])
+                    started = True
                     yield chunk
             if follow:
                 raise e.ConnectionFailed(
@@ -448,7 +511,7 @@ class ContainersClient:
         try:
             yield from self._request(
                 "GET", f"/runs/{run_id}/logs", scope=SCOPE_READ, deadline=deadline,
-                params=lambda: {"follow": "true" if follow else "false", "offset": position},
+                params=params,
                 headers={"Accept": "application/x-ndjson"}, read=read,
                 read_timeout=STREAM_IDLE_TIMEOUT, quiet_is_idle=follow)
         except e.CommandTimeout as error:

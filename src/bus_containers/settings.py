@@ -55,6 +55,16 @@ def resolve_config_dir(host_obj: object, env: Mapping[str, str]) -> Path:
     return Path(platformdirs.user_config_dir("bus"))
 
 
+def resolve_config_dir_and_source(host_obj: object, env: Mapping[str, str]
+                                  ) -> tuple[Path, str]:
+    """(config dir, where it came from: the host, `$BUS_CONFIG_DIR` or `the default`)."""
+    path = resolve_config_dir(host_obj, env)
+    from_host = host_attr(host_obj, "config_dir")
+    if isinstance(from_host, (str, os.PathLike)) and str(from_host):
+        return path, "the host's config_dir"
+    return path, "$BUS_CONFIG_DIR" if env.get("BUS_CONFIG_DIR") else "the default"
+
+
 def resolve_api_url(flag: str | None, env: Mapping[str, str], host_obj: object) -> str:
     return resolve_api_url_and_source(flag, env, host_obj)[0]
 

@@ -61,7 +61,7 @@ def check_claims(claims: dict, scope: str | None, now: float | None = None) -> N
             except (OverflowError, OSError, ValueError):
                 when = "long ago"
             raise TokenExpired(f"the token expired at {when}")
-    if scope is None:
+    if not scope:  # None or "": the call needs no scope of its own
         return
     granted = token_scopes(claims)
     if granted is not None and scope not in granted:

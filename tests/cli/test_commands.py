@@ -610,7 +610,8 @@ def test_runs_human_table(cli, requests_mock):
     result = cli("runs")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "STATUS", "PROFILE", "EXIT", "CREATED", "COMMAND"]
+    assert lines[0].split() == ["ID", "STATUS", "PROFILE", "EXIT", "DURATION", "CREATED",
+                                "COMMAND"]
     assert lines[1].split()[:4] == ["run_a", "succeeded", "codex", "0"]
     assert lines[1].endswith("sh -c 'echo hi'")
     assert lines[2].split()[:4] == ["run_b", "failed", "py", "3"]
@@ -629,8 +630,8 @@ def test_runs_json_is_an_array(cli, requests_mock):
 def test_runs_empty(cli, requests_mock):
     requests_mock.get(BASE + "/runs", json={"runs": [], "next_cursor": None})
     assert json.loads(cli("runs", "--json").stdout) == []
-    assert cli("runs").stdout.split() == ["ID", "STATUS", "PROFILE", "EXIT", "CREATED",
-                                          "COMMAND"]
+    assert cli("runs").stdout.split() == ["ID", "STATUS", "PROFILE", "EXIT", "DURATION",
+                                          "CREATED", "COMMAND"]
 
 
 def test_runs_limit_150_follows_next_cursor(cli, requests_mock):

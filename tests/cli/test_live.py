@@ -143,7 +143,7 @@ def test_a_reader_that_went_away_is_a_quiet_141(cli, requests_mock, monkeypatch)
     """`bus containers runs | head -1`: no traceback, no message, exit 128+SIGPIPE."""
     from bus_containers import render
 
-    def broken(self, runs):
+    def broken(self, runs, **kwargs):
         raise BrokenPipeError
 
     monkeypatch.setattr(render.Output, "runs_table", broken)

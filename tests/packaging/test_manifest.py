@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[2]
 ROOT_MANIFEST = ROOT / "plugin-manifest.toml"
 SCOPES = ["container:read", "container:run", "container:delete", "billing:read"]
-COMMANDS = {"status", "run", "runs", "show", "delete"}
+COMMANDS = {"status", "run", "runs", "show", "delete", "cancel", "usage", "doctor"}
 
 
 @pytest.fixture(scope="module")

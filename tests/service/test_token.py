@@ -107,8 +107,8 @@ def test_token_scopes(claims, scopes):
 
 
 @pytest.mark.parametrize("claims", [
-    {"scope": "container:read container:run container:delete"},
-    {"scp": ["container:read", "container:run", "container:delete"]},
+    {"scope": "container:read container:run container:delete billing:read"},
+    {"scp": ["container:read", "container:run", "container:delete", "billing:read"]},
     {},  # neither claim: the server decides
 ])
 @pytest.mark.parametrize("scope", sorted({facts.scope for facts in COMMANDS.values()}))
@@ -135,7 +135,8 @@ def test_scope_per_command():
     assert {name: facts.scope for name, facts in COMMANDS.items()} == {
         "status": "container:read", "runs": "container:read", "show": "container:read",
         "logs": "container:read", "wait": "container:read", "run": "container:run",
-        "delete": "container:delete"}
+        "delete": "container:delete", "cancel": "container:run", "usage": "billing:read",
+        "doctor": ""}
 
 
 # -- the client checks the token before any request -------------------------------------
