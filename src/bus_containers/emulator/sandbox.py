@@ -59,15 +59,18 @@ CGROUP_GONE_SECONDS = 2.0
 # private mount namespace. Every mount but two is one line of the table `mount -a` reads,
 # so the setup costs a handful of processes (each exec is ~1-2 ms of the run's start).
 # Arguments: mountpoint, host symlinks to copy (bin -> usr/bin, ...), directories to
-# create, the mount table, loopback tool or "" (shared network), run uid or "" (user
-# namespace), the run's process limit, cwd, then the command.
+# create, loopback tool or "" (shared network), run uid or "" (user namespace), the run's
+# process limit, cwd, then the command. The script and the mount table come in the
+# environment (unset before the command starts), so `ps` on the host stays readable.
 INIT_SCRIPT = r"""
 set -eu
 run_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 setpriv=$(command -v setpriv) prlimit=$(command -v prlimit)
-root=$1 links=$2 dirs=$3 table=$4 lo_tool=$5 run_uid=$6 nproc=$7 cwd=$8
-shift 8
+table=$BUS_CONTAINERS_SANDBOX_TABLE
+unset BUS_CONTAINERS_SANDBOX_INIT BUS_CONTAINERS_SANDBOX_TABLE
+root=$1 links=$2 dirs=$3 lo_tool=$4 run_uid=$5 nproc=$6 cwd=$7
+shift 7
 case $lo_tool in
   "") ;;
   */ip) "$lo_tool" link set lo up ;;
@@ -238,8 +241,11 @@ class Sandbox:
             launch._undo.append(lambda: self.cgroups.remove(path))
             argv += [tool["sh"], "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh",
                      str(path)]
-        argv += [tool["unshare"], *ns, "--", tool["sh"], "-c", INIT_SCRIPT, "bus-run-init",
-                 *self._setup(profile, spec, bool(uid)), "" if profile.network
+        root, links, dirs, table = self._setup(profile, spec, bool(uid))
+        env.update(BUS_CONTAINERS_SANDBOX_INIT=INIT_SCRIPT, BUS_CONTAINERS_SANDBOX_TABLE=table)
+        argv += [tool["unshare"], *ns, "--", tool["sh"], "-c",
+                 'eval "$BUS_CONTAINERS_SANDBOX_INIT"', "bus-run-init", root, links, dirs,
+                 "" if profile.network
                  else self._lo_tool, uid, str(profile.max_processes),
                  "/workspace" if spec.workspace_dir else "/tmp", *spec.command]
         launch.argv = argv
