@@ -16,10 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.support.emulator (the tests' emulator launcher)
-
-from tests.support.emulator import descendants_of, start_emulator  # noqa: E402,F401
+from bus_containers.emulator.launch import alive, descendants_of, launch  # noqa: F401
 
 MB = 1_000_000
 EMULATOR_CONFIG = """
@@ -206,11 +203,14 @@ def machine() -> str:
 
 @contextlib.contextmanager
 def emulator(tmp: Path, name: str):
-    emu = start_emulator(tmp / f"emulator-{name}", config=EMULATOR_CONFIG)
+    emu = launch(tmp / f"emulator-{name}", config=EMULATOR_CONFIG)
     try:
         yield emu
     finally:
-        emu.stop()  # asserts exit 0 and that no process it started is still alive
+        children = emu.descendants()
+        rc = emu.stop()
+        if rc != 0 or alive(children):
+            raise BenchError(f"the emulator exited with {rc} or left processes behind")
 
 
 

@@ -11,51 +11,15 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
+
+from bus_containers.emulator.launch import LaunchError, launch
 
 BIN = Path(sys.executable).parent
 SCOPES = "container:read container:run container:delete billing:read"
-STARTUP_SECONDS = 30
-
-
-def start_emulator(state_dir: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [str(BIN / "bus-containers-emulator"), "serve", "--host", "127.0.0.1", "--port", "0",
-         "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-    )
-    found: list[str] = []
-    ready = threading.Event()
-
-    def watch() -> None:
-        for line in process.stdout:
-            match = re.search(r"listening on (http://\S+)", line)
-            if match and not found:
-                found.append(match.group(1))
-                ready.set()
-        ready.set()  # the emulator exited
-
-    threading.Thread(target=watch, daemon=True).start()
-    if not ready.wait(STARTUP_SECONDS) or not found:
-        stop_emulator(process)
-        raise SystemExit("demo: the emulator did not start")
-    return process, found[0]
-
-
-def stop_emulator(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # graceful: it kills every run it started
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def step(argv: list[str], env: dict[str, str]) -> str:
@@ -76,12 +40,22 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bus-containers-demo-"))
     emulator = None
     try:
-        emulator, url = start_emulator(workdir / "emulator")
+        try:
+            # Its own session: Ctrl-C reaches the demo, which stops the emulator in order.
+            emulator = launch(workdir / "emulator", new_session=True,
+                              log_path=workdir / "emulator.log")
+        except LaunchError as e:
+            raise SystemExit(f"demo: the emulator did not start: {e}") from None
+        url = emulator.url
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("BUS_AI_", "BUS_API_TOKEN"))}
-        env.update(BUS_API_BASE_URL=url, BUS_CONFIG_DIR=str(workdir / "config"))
+               if not k.startswith(("BUS_AI_", "BUS_API_TOKEN", "BUS_EMULATOR_"))}
+        # `bus auth token` proves it is the emulator's owner with the admin key, read from
+        # the file this variable names (never passed on a command line).
+        env.update(BUS_API_BASE_URL=url, BUS_CONFIG_DIR=str(workdir / "config"),
+                   BUS_EMULATOR_ADMIN_KEY_FILE=str(emulator.admin_key_file))
         print(f"Emulator listening on {url}; state in {workdir}")
-        print(f"$ export BUS_API_BASE_URL={url} BUS_CONFIG_DIR={workdir / 'config'}")
+        print(f"$ export BUS_API_BASE_URL={url} BUS_CONFIG_DIR={workdir / 'config'} "
+              f"BUS_EMULATOR_ADMIN_KEY_FILE={emulator.admin_key_file}")
         step(["bus", "auth", "token", "--scope", SCOPES], env)
         step(["bus", "plugins"], env)
         step(["bus", "containers", "status"], env)
@@ -99,7 +73,10 @@ def main() -> int:
         return 130
     finally:
         if emulator is not None:
-            stop_emulator(emulator)
+            try:
+                emulator.stop(10)  # SIGTERM: it stops every run it started
+            except LaunchError as e:
+                print(f"demo: {e}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

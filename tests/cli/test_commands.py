@@ -27,7 +27,7 @@ def test_status_human(cli, requests_mock):
     request = requests_mock.last_request
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["Accept"] == "application/json"
-    assert request.headers["User-Agent"] == "bus-containers/0.1.0"
+    assert request.headers["User-Agent"] == f"bus-containers/{__version__}"
 
 
 def test_status_json_is_the_api_body(cli, requests_mock):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bus_containers import __version__
+
 pytestmark = pytest.mark.e2e
 
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
@@ -35,7 +37,8 @@ def test_demo_runs_the_seed_flow_and_cleans_up():
                          text=True, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
     assert "\nOK\n" in got.stdout
-    assert re.search(r"containers\s+0\.1\.0\s+loaded\s+register_commands", got.stdout)
+    version = re.escape(__version__)
+    assert re.search(rf"containers\s+{version}\s+loaded\s+register_commands", got.stdout)
     for command in ("bus auth token", "bus plugins", "bus containers status",
                     "bus containers run --profile codex -- sh -c 'printf OK'",
                     "bus containers runs", "bus containers delete run_"):

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from bus_containers import __version__
 from tests.support.cli import SCOPES, clean_env, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -38,9 +39,11 @@ def account(emulator, tmp_path, name="alice", scope=SCOPES):
 
 
 def test_seed_flow_through_the_reference_host(emulator, tmp_path):
-    env = clean_env(BUS_API_BASE_URL=emulator.url, BUS_CONFIG_DIR=str(tmp_path / "cfg"))
+    env = clean_env(BUS_API_BASE_URL=emulator.url, BUS_CONFIG_DIR=str(tmp_path / "cfg"),
+                    BUS_EMULATOR_ADMIN_KEY_FILE=str(emulator.admin_key_file))
 
-    got = run_cli(["bus", "auth", "token", "--scope", SCOPES], env=env)
+    got = run_cli(["bus", "auth", "token", "--scope", SCOPES], env=env,
+                  secrets=(emulator.admin_key(),))
     assert got.code == 0, got.stderr
     token_file = tmp_path / "cfg" / "auth" / "api-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
@@ -49,7 +52,7 @@ def test_seed_flow_through_the_reference_host(emulator, tmp_path):
 
     plugins = run_cli(["bus", "plugins", "--json"], env=env, secrets=secrets)
     ours = [p for p in json.loads(plugins.stdout) if p["name"] == "containers"]
-    assert ours and ours[0]["loaded"] and ours[0]["version"] == "0.1.0"
+    assert ours and ours[0]["loaded"] and ours[0]["version"] == __version__
     assert ours[0]["hooks"] == ["register_commands"]
     assert {"status", "run", "runs", "show", "delete"} <= set(ours[0]["commands"])
 

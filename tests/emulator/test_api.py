@@ -496,14 +496,16 @@ def test_concurrent_runs_exhausted_is_429_until_one_finishes(emu):
 
 def test_token_endpoint_issues_a_usable_token(emu):
     r = requests.post(emu.url + "/api/v1/auth/token",
-                      json={"scope": "container:read container:run"}, timeout=10)
+                      json={"scope": "container:read container:run"}, timeout=10,
+                      headers=emu.admin_headers())
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
     assert body["scope"] == "container:read container:run"
     assert body["sub"] == (emu.state_dir / "default-account").read_text().strip()
     assert _status_with(emu, body["token"]).status_code == 200
-    r = requests.post(emu.url + "/api/v1/auth/token", json={"sub": "x", "ttl": 5}, timeout=10)
+    r = requests.post(emu.url + "/api/v1/auth/token", json={"sub": "x", "ttl": 5}, timeout=10,
+                      headers=emu.admin_headers())
     assert r.json()["sub"] == "x" and r.json()["expires_in"] == 5
     assert "container:delete" in r.json()["scope"]
 
@@ -511,7 +513,8 @@ def test_token_endpoint_issues_a_usable_token(emu):
 @pytest.mark.parametrize("body", [{"scope": ""}, {"scope": "a  b"}, {"ttl": 0},
                                   {"ttl": "60"}, {"sub": ""}, {"sub": "a\nb"}, [1]])
 def test_token_endpoint_rejects_bad_requests(emu, body):
-    r = requests.post(emu.url + "/api/v1/auth/token", json=body, timeout=10)
+    r = requests.post(emu.url + "/api/v1/auth/token", json=body, timeout=10,
+                      headers=emu.admin_headers())
     assert_error(r, 400, "invalid_request")
 
 
@@ -566,5 +569,6 @@ def test_20_concurrent_clients_for_3_accounts(emu):
     ("faults", {"faults": "drop"}),
 ])
 def test_admin_endpoints_validate_their_input(emu, path, body):
-    r = requests.post(f"{emu.url}/_emulator/{path}", json=body, timeout=10)
+    r = requests.post(f"{emu.url}/_emulator/{path}", json=body, timeout=10,
+                      headers=emu.admin_headers())
     assert_error(r, 400, "invalid_request")

@@ -214,7 +214,8 @@ def test_faults_never_touch_the_admin_endpoints(emu):
 
 def test_listing_pending_faults(emu):
     emu.add_faults([{"action": "delay", "seconds": 1, "count": 2, "method": "get"}])
-    listed = requests.get(emu.url + "/_emulator/faults", timeout=10).json()["faults"]
+    listed = requests.get(emu.url + "/_emulator/faults", timeout=10,
+                      headers=emu.admin_headers()).json()["faults"]
     assert listed == [{"action": "delay", "count": 2, "method": "GET", "seconds": 1}]
 
 
@@ -235,7 +236,8 @@ def test_listing_pending_faults(emu):
 ])
 def test_invalid_faults_are_400_and_none_is_added(emu, fault):
     r = requests.post(emu.url + "/_emulator/faults",
-                      json={"faults": [{"action": "html"}, fault]}, timeout=10)
+                      json={"faults": [{"action": "html"}, fault]}, timeout=10,
+                      headers=emu.admin_headers())
     assert_error(r, 400, "invalid_request")
     assert emu.stats()["faults_pending"] == 0
 

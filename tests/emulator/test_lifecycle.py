@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.support.emulator import descendants_of, start_emulator, wait_gone
+from bus_containers.emulator.launch import descendants_of
+from tests.support.emulator import start_emulator, wait_gone
 
 from .helpers import Api, assert_error, sleepers, wait_until
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from bus_containers import emulator as emulator_pkg
+from bus_containers.emulator.statedir import read_secret
 from bus_containers.emulator.tokens import TokenAuthority
 from tests.support.emulator import start_emulator
 
@@ -39,6 +40,7 @@ STATE_DIR = Path(tempfile.mkdtemp(prefix="bus-emulator-schemathesis-"))
 atexit.register(shutil.rmtree, STATE_DIR, True)
 TokenAuthority(STATE_DIR)  # creates the secret (mode 0600)
 TOKEN = TokenAuthority(STATE_DIR).issue("schemathesis", ttl=24 * 3600)
+ADMIN_KEY = read_secret(STATE_DIR / "admin-key")  # the token endpoint's credential
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +64,11 @@ schema.config.generation.update(allow_extra_parameters=False)
 
 @schema.auth()
 class EmulatorToken:
-    """The bearer token, declared as auth so schemathesis's own auth checks still apply."""
+    """The bearer token (the admin key for the token endpoint), declared as auth so
+    schemathesis's own auth checks still apply."""
 
     def get(self, case, context):
-        return TOKEN
+        return ADMIN_KEY if case.path == "/api/v1/auth/token" else TOKEN
 
     def set(self, case, data, context):
         case.headers = case.headers or {}

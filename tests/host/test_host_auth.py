@@ -124,11 +124,49 @@ def test_refused_is_exit_4(bus, token_server, status):
     ).encode()
     result = bus.run("--api-url", token_server.url, "auth", "token", "--scope", SCOPES)
     assert result.returncode == 4
+    hint = {
+        401: "; set BUS_EMULATOR_ADMIN_KEY_FILE to the file admin-key in the emulator's "
+        "state dir",
+        403: "",
+    }[status]
     assert result.stderr.splitlines() == [
         f"bus: error: token request refused (HTTP {status}): "
-        "token endpoint is loopback only (forbidden)"
+        f"token endpoint is loopback only (forbidden){hint}"
     ]
     assert not (bus.config_dir / "auth" / "api-token").exists()
+
+
+def test_admin_key_from_the_file_named_by_env(bus, token_server, tmp_path):
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("k" * 64 + "\n")
+    result = bus.run("--api-url", token_server.url, "auth", "token", "--scope", SCOPES,
+                     env={"BUS_EMULATOR_ADMIN_KEY_FILE": str(key_file)})
+    assert result.returncode == 0, result.stderr
+    assert token_server.requests[-1]["headers"]["Authorization"] == "Bearer " + "k" * 64
+    assert "k" * 64 not in result.stdout + result.stderr
+
+    token_server.status = 401
+    token_server.body = b'{"error": {"code": "unauthenticated", "message": "no"}}'
+    result = bus.run("--api-url", token_server.url, "auth", "token", "--scope", SCOPES,
+                     env={"BUS_EMULATOR_ADMIN_KEY_FILE": str(key_file)})
+    assert result.returncode == 4
+    assert "the admin key sent (from BUS_EMULATOR_ADMIN_KEY_FILE) is not this emulator's" in (
+        result.stderr)
+
+
+@pytest.mark.parametrize("content", [None, "", b"\xff\xfe"])
+def test_unusable_admin_key_file_is_a_usage_error(bus, token_server, tmp_path, content):
+    key_file = tmp_path / "admin-key"
+    if isinstance(content, bytes):
+        key_file.write_bytes(content)
+    elif content is not None:
+        key_file.write_text(content)
+    result = bus.run("--api-url", token_server.url, "auth", "token", "--scope", SCOPES,
+                     env={"BUS_EMULATOR_ADMIN_KEY_FILE": str(key_file)})
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "admin key" in result.stderr and str(key_file) in result.stderr
+    assert token_server.requests == []  # nothing sent
 
 
 @pytest.mark.parametrize(
@@ -162,3 +200,25 @@ def test_scope_is_required(bus, token_server):
     result = bus.run("--api-url", token_server.url, "auth", "token", "--scope", "  ")
     assert result.returncode == 2
     assert token_server.requests == []
+
+
+def test_real_emulator_issues_tokens_only_with_its_admin_key(bus, emulator):
+    """End to end: without the key the real emulator refuses (exit 4, a hint naming the
+    variable, nothing saved); with BUS_EMULATOR_ADMIN_KEY_FILE the token is issued."""
+    token_file = bus.config_dir / "auth" / "api-token"
+    refused = bus.run("--api-url", emulator.url, "auth", "token", "--scope", SCOPES)
+    assert refused.returncode == 4
+    assert "needs the emulator's admin key" in refused.stderr
+    assert "set BUS_EMULATOR_ADMIN_KEY_FILE" in refused.stderr
+    assert not token_file.exists()
+
+    key_file = str(emulator.admin_key_file)
+    ok = bus.run("--api-url", emulator.url, "auth", "token", "--scope", SCOPES,
+                 env={"BUS_EMULATOR_ADMIN_KEY_FILE": key_file})
+    assert ok.returncode == 0, ok.stderr
+    assert emulator.admin_key() not in ok.stdout + ok.stderr
+    import requests
+
+    r = requests.get(emulator.api("/status"), timeout=10,
+                     headers=emulator.auth(token_file.read_text().strip()))
+    assert r.json()["status"] == "ready"

@@ -398,7 +398,7 @@ def requests_post_token(emu, data: bytes):
     import requests
 
     return requests.post(f"{emu.url}/api/v1/auth/token", data=data, timeout=30,
-                         headers={"Content-Type": "application/json"})
+                         headers={"Content-Type": "application/json", **emu.admin_headers()})
 
 
 def test_oversized_headers_are_a_json_4xx(emu, alice):

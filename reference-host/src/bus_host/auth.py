@@ -17,6 +17,10 @@ import click
 from bus_host import __version__
 
 TOKEN_PATH = "/api/v1/auth/token"
+# The local emulator issues tokens only to its owner: the caller presents the emulator's
+# admin key, read from this file (never from the command line, where `ps` would show it).
+ADMIN_KEY_ENV = "BUS_EMULATOR_ADMIN_KEY_FILE"
+EMULATOR_APP_NAME = "bus-containers-emulator"  # its default state dir's platformdirs name
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 
@@ -96,13 +100,42 @@ def _server_message(response: Any) -> str | None:
     return None
 
 
-def request_token(url: str, body: dict[str, Any]) -> dict[str, Any]:
+def admin_key_file() -> str | None:
+    """``$BUS_EMULATOR_ADMIN_KEY_FILE``, else the admin key of an emulator started with its
+    default state dir, if there is one; else None."""
+    path = os.environ.get(ADMIN_KEY_ENV)
+    if path:
+        return path
+    import platformdirs
+
+    default = os.path.join(platformdirs.user_data_dir(EMULATOR_APP_NAME), "admin-key")
+    return default if os.path.isfile(default) else None
+
+
+def read_admin_key(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as fh:
+            key = fh.read(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a text file"
+        raise AuthError(f"cannot read the emulator's admin key from {path} ({ADMIN_KEY_ENV}): "
+                        f"{reason}", EXIT_USAGE) from None
+    if not key:
+        raise AuthError(f"the emulator's admin key file {path} ({ADMIN_KEY_ENV}) is empty",
+                        EXIT_USAGE)
+    return key
+
+
+def request_token(url: str, body: dict[str, Any], admin_key: str | None = None
+                  ) -> dict[str, Any]:
     import requests
 
     headers = {
         "Accept": "application/json",
         "User-Agent": f"bus-reference-host/{__version__}",
     }
+    if admin_key is not None:
+        headers["Authorization"] = f"Bearer {admin_key}"
     try:
         response = requests.post(
             url,
@@ -119,7 +152,12 @@ def request_token(url: str, body: dict[str, Any]) -> dict[str, Any]:
     status = response.status_code
     if status in (401, 403):
         detail = _server_message(response) or "not allowed"
-        raise AuthError(f"token request refused (HTTP {status}): {detail}", EXIT_AUTH)
+        hint = ""
+        if status == 401:
+            hint = (f"; set {ADMIN_KEY_ENV} to the file admin-key in the emulator's state dir"
+                    if admin_key is None else
+                    f"; the admin key sent (from {ADMIN_KEY_ENV}) is not this emulator's")
+        raise AuthError(f"token request refused (HTTP {status}): {detail}{hint}", EXIT_AUTH)
     if not 200 <= status < 300:
         detail = _server_message(response)
         if detail:
@@ -174,7 +212,9 @@ def obtain_and_save_token(obj: Any, *, scope: str, sub: str | None, ttl: int | N
         body["sub"] = sub
     if ttl is not None:
         body["ttl"] = ttl
-    data = request_token(url, body)
+    # The admin key only ever goes to a loopback emulator, never to a remote origin.
+    key_file = admin_key_file() if _is_loopback(urlsplit(url).hostname or "") else None
+    data = request_token(url, body, read_admin_key(key_file) if key_file else None)
     path = save_token(str(config_dir), data["token"].strip())
 
     details = []

@@ -34,8 +34,7 @@ def _port(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bus-containers-emulator",
-        description="Local emulator of the AI Platform container-runner API "
-                    "(a development tool, not a security boundary).")
+        description="Local emulator of the AI Platform container-runner API.")
     parser.add_argument("--version", action="version",
                         version=f"bus-containers-emulator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,8 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     token = sub.add_parser("token", help="print a token signed by this emulator's secret")
     token.add_argument("--sub", required=True, help="the account id (JWT sub)")
     token.add_argument("--scope", default=None, help="space-separated scopes (default: all)")
-    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--ttl", type=int, default=None,
+                       help="lifetime in seconds (default 3600; at most the configured "
+                            "max_token_ttl_seconds, 86400 unless set)")
     token.add_argument("--state-dir", type=Path)
+    token.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
     return parser.parse_args(argv)
 
 
@@ -77,34 +79,45 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _token(args: argparse.Namespace, state_dir: Path) -> int:
-    from .tokens import ALL_SCOPES, MAX_TTL, TokenAuthority
+    from .config import ConfigError
+    from .statedir import StateError
+    from .tokens import ALL_SCOPES, TokenAuthority
 
-    if not 1 <= args.ttl <= MAX_TTL:
-        return _fail(f"--ttl must be from 1 to {MAX_TTL}")
     if not args.sub.strip():
         return _fail("--sub must not be empty")
     try:
-        authority = TokenAuthority(state_dir)
-    except OSError as e:
-        return _fail(f"cannot use state dir {state_dir}: {e.strerror or e}")
+        config = _load_config(args.config, state_dir)
+        max_ttl = config.limits.max_token_ttl_seconds
+        ttl = args.ttl if args.ttl is not None else min(3600, max_ttl)
+        if not 1 <= ttl <= max_ttl:
+            return _fail(f"--ttl must be from 1 to {max_ttl} (max_token_ttl_seconds)")
+        authority = TokenAuthority(state_dir, max_ttl)
+    except (ConfigError, StateError) as e:
+        return _fail(str(e))
     scope = " ".join((args.scope if args.scope is not None else ALL_SCOPES).split())
-    print(authority.issue(args.sub, scope, args.ttl))
+    print(authority.issue(args.sub, scope, ttl))
     return 0
+
+
+def _load_config(path: Path | None, state_dir: Path):
+    from .config import load_config
+
+    if path is None and (state_dir / "emulator.toml").is_file():
+        path = state_dir / "emulator.toml"
+    return load_config(path)
 
 
 def _serve(args: argparse.Namespace, state_dir: Path) -> int:
     from .app import EmulatorApp
-    from .config import ConfigError, load_config
+    from .config import ConfigError
     from .errors import ApiError
     from .server import build_server, url_of
+    from .statedir import StateError
 
-    config_path = args.config
-    if config_path is None and (state_dir / "emulator.toml").is_file():
-        config_path = state_dir / "emulator.toml"
     try:
-        config = load_config(config_path)
+        config = _load_config(args.config, state_dir)
         app = EmulatorApp(state_dir, config)
-    except ConfigError as e:
+    except (ConfigError, StateError) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"cannot use state dir {state_dir}: {e.strerror or e}")

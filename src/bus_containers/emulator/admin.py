@@ -1,12 +1,16 @@
-"""Loopback-only admin endpoints under /_emulator/: faults, stats, seed data, plans.
+"""The admin endpoints under /_emulator/ (faults, stats, seed data, plans) and the admin
+credential that guards them and the token endpoint.
 
 An `Admin` is handed what it reads and changes (config, store, faults, counters, runner
-stats); it does not know the app. It needs no token (tests drive it directly) but refuses
-any non-loopback client.
+stats, the credential); it does not know the app. Every admin call must come from loopback
+AND present the emulator's admin key (`<state-dir>/admin-key`, readable only by the
+emulator's owner) as `Authorization: Bearer <key>`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,11 +26,35 @@ from .http import is_loopback, json_response
 from .model import FINISHED
 from .store import RunStore
 
+ADMIN_GUIDANCE = ("The emulator's owner finds the admin key in the file admin-key of its "
+                  "state dir; send it as 'Authorization: Bearer <key>' (the reference "
+                  "host's `bus auth token` reads the file named by "
+                  "BUS_EMULATOR_ADMIN_KEY_FILE).")
+
+
+class AdminCredential:
+    """The admin key check: loopback peer (the socket's, never a header's), then the key,
+    compared in constant time (both sides hashed first, so not even the length leaks)."""
+
+    def __init__(self, key: str):
+        self._digest = hashlib.sha256(key.encode("ascii")).digest()
+
+    def require(self, request: Request, what: str) -> None:
+        if not is_loopback(request.remote_addr):
+            raise ApiError(403, "forbidden", f"{what} is only for loopback clients")
+        scheme, _, presented = request.headers.get("Authorization", "").strip().partition(" ")
+        digest = hashlib.sha256(presented.strip().encode("utf-8", "surrogateescape")).digest()
+        if not (hmac.compare_digest(digest, self._digest) and scheme.lower() == "bearer"):
+            raise ApiError(401, "unauthenticated",
+                           f"{what} needs the emulator's admin key", guidance=ADMIN_GUIDANCE,
+                           headers={"WWW-Authenticate": 'Bearer realm="bus-containers-emulator"'})
+
 
 class Admin:
     def __init__(self, config: Config, store: RunStore, faults: FaultSet,
                  counters: Callable[..., tuple[int, dict[str, int]]],
-                 runner_stats: Callable[[], dict[str, Any]]):
+                 runner_stats: Callable[[], dict[str, Any]], credential: AdminCredential):
+        self.credential = credential
         self.config = config
         self.store = store
         self.faults = faults
@@ -54,8 +82,7 @@ class Admin:
         return guarded
 
     def guard(self, request: Request) -> None:
-        if not is_loopback(request.remote_addr):
-            raise ApiError(403, "forbidden", "the admin endpoints are loopback only")
+        self.credential.require(request, "the admin endpoints")
 
     def _body(self, request: Request) -> dict:
         data = validate.read_json(request, self.config.limits.max_body_bytes)

@@ -20,17 +20,18 @@ from werkzeug.wrappers import Request, Response
 from .. import __version__
 from . import faults as faults_mod
 from . import logs, validate
-from .admin import Admin
+from .admin import Admin, AdminCredential
 from .config import Config
 from .errors import ApiError, invalid, not_found
-from .http import error_response, is_loopback, json_response, printable, stderr_log
+from .http import error_response, json_response, printable, stderr_log
 from .inputs import RunInputs
 from .model import FINISHED
 from .runner import Runner
 from .sandbox import Sandbox
+from .statedir import read_secret
 from .stdin import StdinFeed
 from .store import RunStore, decode_cursor, encode_cursor
-from .tokens import ALL_SCOPES, GUIDANCE, MAX_TTL, Claims, TokenAuthority, default_account
+from .tokens import ALL_SCOPES, GUIDANCE, Claims, TokenAuthority, default_account
 from .usage import usage_document
 from .workspaces import Workspaces
 
@@ -50,7 +51,9 @@ class EmulatorApp:
     def __init__(self, state_dir: Path, config: Config, *, log: Callable[[str], None] | None
                  = None):
         self.config = config
-        self.tokens = TokenAuthority(state_dir)
+        # Each raises statedir.StateError when the state dir cannot be trusted.
+        self.tokens = TokenAuthority(state_dir, config.limits.max_token_ttl_seconds)
+        self.credential = AdminCredential(read_secret(state_dir / "admin-key"))
         self.default_sub = default_account(state_dir)
         self.store = RunStore(config)
         self.workspaces = Workspaces(state_dir)
@@ -68,7 +71,8 @@ class EmulatorApp:
         self._attempts: Counter[str] = Counter()
         self.inputs = RunInputs(API, config, self.workspaces, self.auth, self.owned_run,
                                 self.runner.cancel)
-        self.admin = Admin(config, self.store, self.faults, self.counters, self.runner.stats)
+        self.admin = Admin(config, self.store, self.faults, self.counters, self.runner.stats,
+                           self.credential)
         # Endpoints are the handlers themselves; werkzeug answers HEAD for GET rules and
         # reports the allowed methods of a path matched with the wrong one (405 + Allow).
         # No slash merging or redirects: a path is served exactly as written, or 404.
@@ -339,8 +343,7 @@ class EmulatorApp:
                         headers={"X-Accel-Buffering": "no"}, direct_passthrough=True)
 
     def issue_token(self, request: Request) -> Response:
-        if not is_loopback(request.remote_addr):
-            raise ApiError(403, "forbidden", "tokens are only issued to loopback clients")
+        self.credential.require(request, "issuing tokens")
         body = validate.read_json(request, self.config.limits.max_body_bytes,
                                   allow_empty=True)
         if not isinstance(body, dict):
@@ -353,9 +356,10 @@ class EmulatorApp:
         sub = validate.clean_str(sub, "sub", max_len=256)
         if _CONTROL.search(sub):
             raise invalid("sub must not contain control characters")
-        ttl = validate.as_int(body.get("ttl", 3600))
-        if ttl is None or not 1 <= ttl <= MAX_TTL:
-            raise invalid(f"ttl must be an integer from 1 to {MAX_TTL}")
+        max_ttl = self.config.limits.max_token_ttl_seconds
+        ttl = validate.as_int(body.get("ttl", min(3600, max_ttl)))
+        if ttl is None or not 1 <= ttl <= max_ttl:
+            raise invalid(f"ttl must be an integer from 1 to {max_ttl}")
         token = self.tokens.issue(sub, scope, ttl)
         return json_response({"token": token, "token_type": "Bearer", "expires_in": ttl,
                               "sub": sub, "scope": scope})

@@ -34,6 +34,15 @@ class Limits:
     max_wait_seconds: float = 60
     # The seed endpoint builds runs in memory; bound it so a typo cannot eat the machine.
     max_seed: int = 200_000
+    # Tokens living longer than this are refused, and none is issued for longer.
+    max_token_ttl_seconds: int = 24 * 3600
+    # The HTTP server (server.py): a connection that sends nothing is closed after
+    # idle_timeout_seconds; one must send its whole request head within
+    # header_timeout_seconds; at most max_connections are open at once (fewer when the
+    # open-file limit is low).
+    idle_timeout_seconds: float = 5
+    header_timeout_seconds: float = 10
+    max_connections: int = 256
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,50 +11,13 @@ from pathlib import Path
 import jwt
 
 from .errors import ApiError
+from .statedir import ensure_state_dir, read_or_create, read_secret
 
 ISSUER = "bus-containers-emulator"
 ALL_SCOPES = "container:read container:run container:delete billing:read"
 TOKEN_COMMAND = f'bus auth token --scope "{ALL_SCOPES}"'
 GUIDANCE = f"Get a new token with: {TOKEN_COMMAND}"
-MAX_TTL = 30 * 24 * 3600
-
-
-def ensure_state_dir(state_dir: Path) -> Path:
-    """The state dir, created 0700; an existing one of ours open to others is closed to
-    0700 (it holds the token secret; runs execute as another user when we are root)."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _private(state_dir, 0o700)
-    return state_dir
-
-
-def _private(path: Path, mode: int) -> None:
-    st = path.stat()
-    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-        os.chmod(path, mode)
-
-
-def read_or_create(path: Path, make: str) -> str:
-    """The content of `path`, creating it with `make` (mode 0600) if absent.
-
-    Written to a temp file then hard-linked into place, so a concurrent `token` command and
-    `serve` never see a half-written secret and the first writer wins.
-    """
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(make + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.read_text().strip()
+DEFAULT_MAX_TTL = 24 * 3600
 
 
 def default_account(state_dir: Path) -> str:
@@ -70,10 +31,21 @@ class Claims:
 
 
 class TokenAuthority:
-    def __init__(self, state_dir: Path):
+    """Issues and verifies this emulator's tokens. Raises StateError (statedir) when the
+    state dir or its `jwt-secret` cannot be trusted."""
+
+    def __init__(self, state_dir: Path, max_ttl: int = DEFAULT_MAX_TTL):
         ensure_state_dir(state_dir)
-        self._secret = read_or_create(state_dir / "jwt-secret", secrets.token_hex(32))
-        _private(state_dir / "jwt-secret", 0o600)
+        self._secret = read_secret(state_dir / "jwt-secret")
+        self.max_ttl = max_ttl
+
+    @classmethod
+    def with_secret(cls, secret: str, max_ttl: int = DEFAULT_MAX_TTL) -> TokenAuthority:
+        """One for a secret read elsewhere (the launcher, which may not own the state dir)."""
+        authority = cls.__new__(cls)
+        authority._secret = secret
+        authority.max_ttl = max_ttl
+        return authority
 
     def issue(self, sub: str, scope: str = ALL_SCOPES, ttl: int = 3600) -> str:
         now = int(time.time())
@@ -88,7 +60,8 @@ class TokenAuthority:
                 token,
                 self._secret,
                 algorithms=["HS256"],
-                options={"require": ["exp", "sub"]},
+                issuer=ISSUER,
+                options={"require": ["exp", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError:
             raise ApiError(401, "token_expired", "the token has expired",
@@ -97,14 +70,30 @@ class TokenAuthority:
             raise _unauthenticated("the token is not valid yet") from None
         except jwt.InvalidSignatureError:
             raise _unauthenticated("the token's signature is not valid") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthenticated("the token was not issued by this emulator") from None
         except jwt.MissingRequiredClaimError as e:
             raise _unauthenticated(f"the token has no {e.claim!r} claim") from None
         except Exception:  # PyJWT raises several types for malformed input; all mean 401.
             raise _unauthenticated("the token is not a valid token") from None
+        self._check_lifetime(claims)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise _unauthenticated("the token has no usable 'sub' claim")
         return Claims(sub, _scopes(claims))
+
+    def _check_lifetime(self, claims: dict) -> None:
+        # A stolen token is worth its lifetime: refuse any that lives (or has left to
+        # live) longer than the maximum, whatever its iat claims.
+        try:
+            exp = float(claims["exp"])
+            iat = float(claims["iat"]) if claims.get("iat") is not None else None
+        except (TypeError, ValueError, OverflowError):
+            raise _unauthenticated("the token's exp or iat is not a number") from None
+        lifetime = max(exp - iat if iat is not None else 0.0, exp - time.time())
+        if not lifetime <= self.max_ttl:  # also refuses NaN
+            raise _unauthenticated(f"the token lives longer than this emulator's maximum "
+                                   f"of {self.max_ttl} s")
 
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), separated by SP.
