@@ -105,6 +105,16 @@ class InvalidRequest(UsageError):
     code = "invalid_request"
 
 
+class WorkspaceError(UsageError):
+    """A local path that cannot be sent or written (`run --workspace`, `cp`)."""
+
+    code = "workspace"
+
+    def __init__(self, message: str, *, path: str | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.path = path
+
+
 # -- exit 3: not found -----------------------------------------------------------------
 class RunNotFound(ContainersError):
     exit_code = ExitCode.NOT_FOUND
@@ -163,6 +173,20 @@ class QuotaExhausted(BillingError):
     code = "quota_exhausted"
 
 
+class TooLarge(BillingError):
+    """Over a plan's limit (413 `too_large`, or found before uploading): `size` and
+    `limit` in bytes when known, `biggest` the largest paths as (path, bytes)."""
+
+    code = "too_large"
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None,
+                 biggest: list[tuple[str, int]] | None = None, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.size = size
+        self.limit = limit
+        self.biggest = biggest or []
+
+
 class RateLimited(BillingError):
     code = "rate_limited"
     retryable = True
@@ -171,6 +195,19 @@ class RateLimited(BillingError):
 # -- exit 1: server trouble ------------------------------------------------------------
 class Conflict(ContainersError):
     code = "conflict"
+
+
+class RunNotFinished(Conflict):
+    """The run's workspace is asked for while it is still going (409 `run_not_finished`)."""
+
+    code = "run_not_finished"
+
+
+class UnsafeArchive(ContainersError):
+    """A download holds a member that would land outside the destination: nothing of it
+    is kept."""
+
+    code = "unsafe_archive"
 
 
 class ApiError(ContainersError):

@@ -21,6 +21,7 @@ _ERROR_BY_STATUS = {
     403: e.Forbidden,
     404: e.RunNotFound,
     409: e.Conflict,
+    413: e.TooLarge,
     422: e.InvalidRequest,
 }
 
@@ -99,6 +100,10 @@ def error_for(status: int, body: bytes, url: str, retry_after: float | None,
         # Not a run that is missing: the endpoint itself is, so the origin is probably wrong.
         return e.EndpointNotFound(f"{url} was not found (HTTP 404): {message}", **extra)
     cls = _ERROR_BY_STATUS.get(status, e.ApiError)
+    if status == 409 and code == "run_not_finished":
+        cls = e.RunNotFinished
+    if status == 413 and code != "too_large":
+        cls = e.ApiError  # a body over the server's request limit: not a plan's limit
     return cls(message, code=code, **extra)
 
 

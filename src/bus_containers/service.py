@@ -45,6 +45,7 @@ from .token import (
     check_claims,
     read_claims,
 )
+from .transfer import TransferCalls, workspace_fields
 from .transport import cut_after_connect, is_read_timeout, iter_lines, read_body, short_reason
 
 log = logging.getLogger("bus_containers")
@@ -154,7 +155,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
-class ContainersClient:
+class ContainersClient(TransferCalls):
     """Client of the container-runner API.
 
     `api_url` is the origin (`https://host[/prefix]`); `timeout` is the budget in seconds
@@ -206,15 +207,21 @@ class ContainersClient:
         timeout_seconds: int | None = None,
         wait: float | None = None,
         deadline: float | None = None,
+        stdin: bool = False,
+        workspace: dict | str | None = None,
     ) -> dict:
         """POST /runs once (retried with the same Idempotency-Key). Returns the run as the
-        server sent it: finished (201) or not yet (202); see `is_finished`."""
+        server sent it: finished (201) or not yet (202); see `is_finished`.
+
+        `stdin=True`: the command reads what `send_stdin` sends (else its stdin is empty).
+        `workspace`: what `upload_workspace` returned (or a sha256): the run starts in
+        /workspace holding that tree."""
         return self._create_run(command, profile=profile, env=env,
                                 timeout_seconds=timeout_seconds, wait=wait,
-                                deadline=deadline).data
+                                deadline=deadline, stdin=stdin, workspace=workspace).data
 
     def _create_run(self, command, *, profile, env, timeout_seconds, wait, deadline,
-                    until_output: bool = False) -> Answer:
+                    until_output: bool = False, stdin=False, workspace=None) -> Answer:
         """create_run, with the answer's Retry-After (the first poll's delay after a 202).
         `until_output`: the server may answer (202) as soon as the run has printed, so its
         output can be streamed live (docs/api.md); a server that does not know it holds
@@ -224,6 +231,10 @@ class ContainersClient:
             body["timeout_seconds"] = timeout_seconds
         if env:
             body["env"] = dict(env)
+        if stdin:
+            body["stdin"] = True
+        if workspace is not None:
+            body.update(workspace_fields(workspace))
         deadline = self._deadline(deadline)
         headers = {"Idempotency-Key": str(uuid.uuid4())}  # one key for every attempt
         if wait:
@@ -288,7 +299,8 @@ class ContainersClient:
     def follow_run(self, command: list[str], *, profile: str = "codex",
                    env: dict[str, str] | None = None, timeout_seconds: int | None = None,
                    on_poll: Callable[[dict], None] | None = None,
-                   live: bool = True) -> Iterator[dict]:
+                   live: bool = True, stdin: bool = False,
+                   workspace: dict | str | None = None) -> Iterator[dict]:
         """Create a run and yield its life as events, all inside `timeout`:
         `{"event": "created", "run"}`, output chunks as `iter_logs` yields them (live),
         then `{"event": "end", "status", "exit_code"}`. With `live=False` the run is
@@ -303,7 +315,8 @@ class ContainersClient:
         run, retry_after, _ = self._create_run(command, profile=profile, env=env,
                                                timeout_seconds=timeout_seconds,
                                                wait=STREAM_PREFER_WAIT, deadline=deadline,
-                                               until_output=live)
+                                               until_output=live, stdin=stdin,
+                                               workspace=workspace)
         yield {"event": "created", "run": run}
         if not live:
             if not is_finished(run):
@@ -336,15 +349,17 @@ class ContainersClient:
     def run(self, command: list[str], *, profile: str = "codex",
             env: dict[str, str] | None = None, timeout_seconds: int | None = None,
             wait: float | None = None,
-            on_created: Callable[[dict], None] | None = None) -> dict:
+            on_created: Callable[[dict], None] | None = None,
+            workspace: dict | str | None = None) -> dict:
         """Create a run and wait for it to finish, all inside `timeout`. The create call
         may be held by the server for `wait` seconds (default: the whole timeout);
-        `on_created` is called with the run as first returned (e.g. to show its id)."""
+        `on_created` is called with the run as first returned (e.g. to show its id).
+        `workspace`: see `create_run`."""
         deadline = self._deadline(None)
         run, retry_after, _ = self._create_run(command, profile=profile, env=env,
                                                timeout_seconds=timeout_seconds,
                                                wait=self.timeout if wait is None else wait,
-                                               deadline=deadline)
+                                               deadline=deadline, workspace=workspace)
         if on_created is not None:
             on_created(run)
         if is_finished(run):
@@ -576,13 +591,16 @@ class ContainersClient:
     def _request(self, method: str, path: str, *, scope: str, deadline: float,
                  read: Callable[..., Iterator], params=None, json_body=None, headers=None,
                  expect=(200,), read_timeout: float = READ_TIMEOUT,
-                 quiet_is_idle: bool = False, gone_means_done: bool = False) -> Iterator:
+                 quiet_is_idle: bool = False, gone_means_done: bool = False,
+                 body: Callable[[], object] | None = None, retry: bool = True) -> Iterator:
         """THE request function, with the one retry loop. Each attempt sends the request
         and yields what `read(response, url)` yields from an expected answer; any other
         answer or a broken connection is a typed error, retried while `should_retry` says
         so and the pause fits before the deadline. `params` may be a function, called per
         attempt (a resumed stream asks from where it got to). Whatever `read` yields is
-        progress: a later failure starts a fresh count."""
+        progress: a later failure starts a fresh count. `body` makes a raw request body per
+        attempt (an upload is read from its start again); `retry=False` makes one attempt
+        only (a body that cannot be read twice, a download whose bytes are already out)."""
         self._check_token(scope)
         url = self.base_url + path
         failures = attempt = 0
@@ -593,7 +611,7 @@ class ContainersClient:
                 with self._transport_errors(url, deadline, quiet_is_idle), \
                         self._send(method, url, params() if callable(params) else params,
                                    json_body, headers, deadline, attempt,
-                                   read_timeout) as response:
+                                   read_timeout, body() if body else None) as response:
                     status = response.status_code
                     if status == 404 and gone_means_done and answer_lost:
                         log.debug("%s %s: 404 after a lost answer, taken as done", method, url)
@@ -608,6 +626,8 @@ class ContainersClient:
                         yield item
                 return
             except e.ContainersError as error:
+                if not retry:
+                    raise
                 answer_lost = answer_lost or error.answer_lost
                 if not getattr(error, "idle", False):
                     failures += 1
@@ -632,7 +652,7 @@ class ContainersClient:
         self._sleep(delay)
 
     def _send(self, method, url, params, json_body, headers, deadline, attempt,
-              read_timeout: float = READ_TIMEOUT):
+              read_timeout: float = READ_TIMEOUT, raw_body=None):
         """Send one request; the response comes back open, its body not yet read."""
         remaining = deadline - self._clock()
         if remaining <= 0:
@@ -644,7 +664,7 @@ class ContainersClient:
         }
         if headers:
             send_headers.update(headers)
-        data = None
+        data = raw_body  # bytes, a file or an iterator of bytes (sent chunked)
         if json_body is not None:
             data = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             send_headers["Content-Type"] = "application/json; charset=utf-8"

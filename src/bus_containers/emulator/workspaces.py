@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from . import tarsafe
+from .. import tarsafe
 from .errors import ApiError, invalid, not_found
 from .validate import SHA256
 

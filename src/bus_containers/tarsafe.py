@@ -1,4 +1,6 @@
-"""Safe extraction of a workspace tar: what an upload may contain, checked member by member.
+"""Safe extraction of a workspace tar, member by member: the emulator unpacking an upload
+and the client unpacking a download (`cp`) both go through `extract`. Import-light (stdlib
+only), so the emulator may use it without the client's dependencies.
 
 Refused outright (the whole archive, with the member named): absolute names, `..`
 components, device files and FIFOs, links whose target is absolute or leaves the root, and
@@ -15,6 +17,7 @@ import posixpath
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 
 class Refused(Exception):
@@ -65,9 +68,10 @@ def check_member(member: tarfile.TarInfo, totals: Totals, max_bytes: int | None,
             raise Refused(f"the files add up to more than {max_bytes} bytes")
 
 
-def extract(archive: Path, dest: Path, *, max_bytes: int | None = None,
+def extract(archive: Path | BinaryIO, dest: Path, *, max_bytes: int | None = None,
             max_members: int | None = None) -> Totals:
-    """Extract `archive` (an uncompressed tar) into the empty directory `dest`."""
+    """Extract `archive` (an uncompressed tar: a path, or a stream read once) into the
+    directory `dest`."""
     if not hasattr(tarfile, "data_filter"):  # Python < 3.10.12 / 3.11.4
         raise Refused("this Python has no tarfile data filter; upgrade Python to accept "
                       "workspaces")
@@ -81,7 +85,9 @@ def extract(archive: Path, dest: Path, *, max_bytes: int | None = None,
             raise Refused(f"member {_shown(member.name)} refused: {e}") from None
 
     try:
-        with tarfile.open(archive, mode="r:") as tar:
+        opened = (tarfile.open(archive, mode="r:") if isinstance(archive, (str, Path))
+                  else tarfile.open(fileobj=archive, mode="r|"))
+        with opened as tar:
             # One member at a time (streaming): never the whole member list in memory.
             for member in tar:
                 tar.extract(member, dest, filter=safe)
