@@ -248,24 +248,40 @@ def _parse_env(ctx, param, values) -> dict[str, str]:
               help="Delete the run once it has finished (like docker run --rm).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress or run id on stderr (with --detach: only the id on stdout).")
+@click.option("--interactive", "-i", is_flag=True,
+              help="Stream our stdin to the command's until EOF (else its stdin is empty).")
+@click.option("--workspace", "-w", is_flag=False, flag_value=".", default=None,
+              metavar="[PATH]",
+              help="Send PATH's tree (default .; in git: tracked and untracked, not "
+                   "ignored files); the command starts in it, at /workspace.")
 @common_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED,
                 callback=_require_utf8)
 @click.pass_context
-def run(ctx, profile, env, run_timeout, detach, remove, quiet, command, **options):
+def run(ctx, profile, env, run_timeout, detach, remove, quiet, interactive, workspace,
+        command, **options):
     """Run COMMAND in a fresh container, streaming its output as it comes.
 
     \b
     Ctrl-C detaches: the run keeps going (see `logs --follow`, `delete`).
     Exit code: the command's own; 124 when it (or --timeout) ran out of time.
+    With -w, put -- before COMMAND (`run -w -- make test`); get the changes
+    with `diff RUN_ID | git apply` and files with `cp RUN_ID:PATH DEST`.
     """
     from .controllers import RunOptions, run
 
     if detach and remove:
         raise click.UsageError("--rm cannot be combined with --detach", ctx=ctx)
+    _require_utf8(ctx, None, workspace)
+    if workspace is not None and not os.path.isdir(workspace):
+        hint = (" (to send the current directory, put -- before the command: "
+                f"run -w -- {workspace} ...)" if not os.path.exists(workspace) else "")
+        raise click.BadParameter(f"{workspace!r} is not a directory{hint}", ctx=ctx,
+                                 param_hint="'--workspace'")
     execute(ctx, "run", options, run,
             RunOptions(list(command), profile=profile, env=env, run_timeout=run_timeout,
-                       detach=detach, remove=remove, quiet=quiet))
+                       detach=detach, remove=remove, quiet=quiet, interactive=interactive,
+                       workspace=workspace))
 
 
 @containers.command()
@@ -387,6 +403,45 @@ def doctor(ctx, **options):
                           controllers.DoctorOptions(common, host_obj=ctx.obj)),
         host_obj=ctx.obj, invocation=invocation_of(ctx), settings_free=True)
     ctx.exit(int(code))
+
+
+@click.argument("run_id")
+@common_options
+@click.pass_context
+def diff(ctx, run_id, **options):
+    """Print the changes a run made to /workspace, as a git patch.
+
+    \b
+    Apply them to your tree with: diff RUN_ID | git apply
+    (binary files, renames, deletions and modes included).
+    """
+    from .controllers import DiffOptions, diff
+
+    execute(ctx, "diff", options, diff, DiffOptions(run_id))
+
+
+@containers.command()
+@click.argument("source", metavar="RUN_ID:PATH")
+@click.argument("dest", metavar="DEST")
+@common_options
+@click.pass_context
+def cp(ctx, source, dest, **options):
+    """Copy a file or directory from a finished run's /workspace to DEST.
+
+    \b
+    PATH is relative to /workspace. DEST - writes a tar stream to stdout.
+    Nothing is written outside DEST (absolute paths, '..', links out and
+    device files in the download are refused).
+    """
+    from .controllers import CopyOptions, copy
+
+    run_id, sep, path = source.partition(":")
+    if not sep or not run_id or not path:
+        raise click.BadParameter(f"{source!r}: expected RUN_ID:PATH, e.g. "
+                                 "run_0123abcd:out/report.txt", ctx=ctx,
+                                 param_hint="'RUN_ID:PATH'")
+    _require_utf8(ctx, None, path)
+    execute(ctx, "cp", options, copy, CopyOptions(run_id, path, dest))
 
 
 def main() -> None:

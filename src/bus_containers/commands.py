@@ -27,6 +27,8 @@ COMMANDS: dict[str, CommandFacts] = {
     "run": CommandFacts(SCOPE_RUN, 600.0, "run --profile codex -- sh -c 'printf OK'"),
     "logs": CommandFacts(SCOPE_READ, 600.0, "logs --follow --tail 20 run_0123abcd"),
     "wait": CommandFacts(SCOPE_READ, 600.0, "wait run_0123abcd"),
+    "diff": CommandFacts(SCOPE_READ, 120.0, "diff run_0123abcd"),
+    "cp": CommandFacts(SCOPE_READ, 600.0, "cp run_0123abcd:out/report.txt ."),
     "cancel": CommandFacts(SCOPE_RUN, 60.0, "cancel run_0123abcd"),
     "runs": CommandFacts(SCOPE_READ, 60.0, "runs --status running --limit 5", ("ls",)),
     "show": CommandFacts(SCOPE_READ, 30.0, "show run_0123abcd"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from .errors import BillingRequired, ContainersError, ExitCode, Interrupted, RunNotFound
 from .render import Invocation, Output
 from .service import ContainersClient, exit_code_for_run
+from .transfer import read_chunks
 
 Action = Callable[[ContainersClient, Output], "int | None"]
 
@@ -128,15 +129,24 @@ class RunOptions:
     detach: bool = False
     remove: bool = False
     quiet: bool = False  # no progress and no informational lines on stderr
+    interactive: bool = False  # -i: our stdin streams to the command's
+    workspace: str | None = None  # -w PATH: the tree the run starts in, at /workspace
+    stdin_fd: int = 0
 
 
 def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     """`run`: create, then follow (live output; with --json only the final run object),
     the exit code of the remote command. Ctrl-C detaches and names the run; `--rm`
-    deletes the run once it is over (a failed delete is a warning, never the exit code)."""
+    deletes the run once it is over (a failed delete is a warning, never the exit code).
+    With -w the tree is sent first (once); with -i our stdin streams to the command's
+    from a second thread while the output comes."""
+    workspace = _send_workspace(client, out, opts.workspace) if opts.workspace else None
     if opts.detach:
         created = client.create_run(opts.command, profile=opts.profile, env=opts.env,
-                                    timeout_seconds=opts.run_timeout)
+                                    timeout_seconds=opts.run_timeout,
+                                    stdin=opts.interactive, workspace=workspace)
+        if opts.interactive:  # the whole stdin goes before we return (then it is EOF)
+            client.send_stdin(created["id"], read_chunks(opts.stdin_fd))
         if out.json:
             out.document(created)
         else:
@@ -147,10 +157,12 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     output_failed = False
     if opts.quiet:
         out.quiet = True
+    feeder = None
     progress = out.progress()
     events = client.follow_run(opts.command, profile=opts.profile, env=opts.env,
                                timeout_seconds=opts.run_timeout, on_poll=progress.update,
-                               live=not out.json)
+                               live=not out.json, stdin=opts.interactive,
+                               workspace=workspace)
     try:
         # The create call may be held by the server for a second: a Ctrl-C then would lose
         # the answer, and with it the id we must tell the user. So the first Ctrl-C waits
@@ -159,6 +171,8 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
             created = next(events)["run"]
         run_id = created["id"]
         out.message(f"Run {run_id} (profile {created.get('profile', opts.profile)})")
+        if opts.interactive:
+            feeder = _StdinFeeder(client, run_id, opts.stdin_fd)
         if interrupted:
             raise KeyboardInterrupt
         progress.start(str(created.get("status", "queued")))
@@ -187,10 +201,72 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
             _remove(client, out, run_id)
     if end is None:  # the service raises before a stream can end without its end event
         return ExitCode.ERROR
+    if feeder is not None:
+        feeder.report(out)
     code = _report_end(out, run_id, end)
+    if workspace is not None and not out.json and out.on_terminal():
+        _summarize_changes(client, out, run_id)
     if opts.remove:
         _remove(client, out, run_id)
     return code
+
+
+def _send_workspace(client: ContainersClient, out: Output, path: str) -> dict:
+    progress = out.upload_progress()
+    try:
+        sent = client.upload_workspace(path, on_progress=progress.update)
+    finally:
+        progress.stop()
+    for skipped in sent["skipped"]:
+        out.warning(f"warning: not sent: {skipped}")
+    out.workspace_sent(path, sent)
+    return sent
+
+
+class _StdinFeeder:
+    """Our stdin to the run's, from a daemon thread (the main thread prints the output and
+    takes Ctrl-C). Memory holds one chunk; the server's pace sets ours (back-pressure)."""
+
+    def __init__(self, client: ContainersClient, run_id: str, fd: int):
+        import threading
+
+        self.error: ContainersError | None = None
+        self._thread = threading.Thread(target=self._send, args=(client, run_id, fd),
+                                        name="stdin", daemon=True)
+        self._thread.start()
+
+    def _send(self, client: ContainersClient, run_id: str, fd: int) -> None:
+        from .errors import ConnectionFailed
+
+        try:
+            client.send_stdin(run_id, read_chunks(fd))
+        except ConnectionFailed:
+            pass  # the run ended or stopped reading while we sent: its output tells
+        except ContainersError as error:
+            self.error = error
+        except OSError as error:  # our own stdin could not be read
+            self.error = ContainersError(f"cannot read stdin: {error.strerror or error}")
+
+    def report(self, out: Output) -> None:
+        """After the run: a refused stdin (over the plan's limit, ...) as a warning. Not
+        waited for when our stdin is still open (a terminal nobody typed EOF into)."""
+        self._thread.join(0.5)
+        if self.error is not None:
+            out.warning(f"warning: stdin: {self.error.message}")
+
+
+def _summarize_changes(client: ContainersClient, out: Output, run_id: str) -> None:
+    """The one line after a workspace run: how many files changed and how to get them."""
+    try:
+        patch = client.workspace_diff(run_id)
+    except ContainersError as error:
+        out.warning(f"warning: could not fetch the changes of {run_id}: {error.message}")
+        return
+    out.changes_summary(run_id, count_changed_files(patch))
+
+
+def count_changed_files(patch: bytes) -> int:
+    return sum(1 for line in patch.split(b"\n") if line.startswith(b"diff --git "))
 
 
 @contextlib.contextmanager
@@ -402,3 +478,31 @@ def doctor(opts: DoctorOptions, client: None, out: Output) -> int:
     out.doctor_report(checks)
     failure = first_failure(checks)
     return failure.exit_code if failure else ExitCode.OK
+
+
+# -- results out -------------------------------------------------------------------------
+@dataclass
+class DiffOptions:
+    run_id: str
+
+
+def diff(opts: DiffOptions, client: ContainersClient, out: Output) -> None:
+    """`diff`: the run's changes to /workspace as a git patch on stdout."""
+    patch = client.workspace_diff(opts.run_id)
+    out.patch(opts.run_id, patch, count_changed_files(patch))
+
+
+@dataclass
+class CopyOptions:
+    run_id: str
+    path: str
+    dest: str  # "-": a tar stream on stdout
+
+
+def copy(opts: CopyOptions, client: ContainersClient, out: Output) -> None:
+    """`cp RUN:PATH DEST`: a file or directory from the finished run's /workspace."""
+    if opts.dest == "-":
+        out.raw_stream(client.iter_archive(opts.run_id, opts.path))
+        return
+    written = client.download(opts.run_id, opts.path, opts.dest)
+    out.copied(opts.run_id, opts.path, opts.dest, written)

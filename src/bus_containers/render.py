@@ -97,6 +97,11 @@ def hint_for(error, invocation: Invocation) -> str | None:
         if error.message != "interrupted":
             return f"See your runs with: {prog} runs --status running"
         return None
+    if isinstance(error, e.RunNotFinished) and run_id:
+        return f"wait for it: {prog} wait {run_id}"
+    if isinstance(error, e.TooLarge) and error.biggest:
+        return "The biggest files:\n" + "\n".join(
+            f"  {human_bytes(size):>9}  {path}" for path, size in error.biggest)
     if isinstance(error, (e.ConnectionFailed, e.EndpointNotFound)):
         origin = error.origin or invocation.origin
         where = f"The API origin is {origin}" if origin else "Check the API origin"
@@ -119,8 +124,18 @@ def _token_source(error, invocation: Invocation) -> str | None:
 def error_text(error, invocation: Invocation) -> str:
     """An error as the one paragraph a human reads: message, why we stopped retrying,
     the server's guidance, our hint, the server's link."""
+    from . import errors as e
+
     label = getattr(error, "label", "Error")
     message = error.message
+    if isinstance(error, e.RunNotFinished) and error.run_id:
+        # One line: "run_x is still running; wait for it: bus containers wait run_x"
+        return _clean(f"{label}: {error.run_id} is still running; "
+                      f"{hint_for(error, invocation)}")
+    if isinstance(error, e.TooLarge) and error.size is not None and error.limit is not None:
+        message = (f"the workspace is {human_bytes(error.size)}; the plan allows "
+                   f"{human_bytes(error.limit)} per workspace. Leave big files out (e.g. "
+                   "in .gitignore) or send a smaller directory")
     if getattr(error, "gave_up_early", False):
         message += (f" (gave up after {error.attempts} attempt(s): the next retry would "
                     f"pass the timeout of {error.timeout:g} s)")
@@ -326,6 +341,52 @@ class Output:
         self.chunk(stream, b"".join(pieces))
         return at_line_start
 
+    def on_terminal(self) -> bool:
+        return _isatty(self.err)
+
+    def upload_progress(self) -> UploadProgress:
+        """`sending workspace 40% (12.0 of 30.0 MB)` on stderr: on a terminal, without
+        --json, and only once an upload has taken a second."""
+        return UploadProgress(self.err, enabled=not self.json and _isatty(self.err))
+
+    def workspace_sent(self, path: str, sent: dict) -> None:
+        what = (f"{sent['files']} files, {human_bytes(sent['bytes'])}")
+        state = ("sent" if sent["uploaded"]
+                 else "already on the server, not sent again")
+        git = ""
+        if sent.get("base_commit"):
+            git = f"; git {sent['base_commit'][:12]}" + (" + uncommitted changes"
+                                                          if sent.get("dirty") else "")
+        self.message(f"Workspace {_clean(path)} ({what}{git}): {state}")
+
+    def changes_summary(self, run_id: str, files: int) -> None:
+        """After `run --workspace`, on a terminal: what changed and how to take it."""
+        if files == 0:
+            self.message("No files changed in /workspace")
+            return
+        noun = "file" if files == 1 else "files"
+        self.message(f"{files} {noun} changed; see: {self.invocation.prog} diff {run_id} "
+                     "| git apply")
+
+    def patch(self, run_id: str, patch: bytes, files: int) -> None:
+        if self.json:
+            return self.document({"id": run_id, "files_changed": files,
+                                  "patch": patch.decode("utf-8", "replace")})
+        write_bytes(self.out, patch)
+
+    def raw_stream(self, chunks) -> None:
+        """Bytes to stdout as they come (`cp RUN:PATH -`): a tar for another tool."""
+        for chunk in chunks:
+            write_bytes(self.out, chunk)
+
+    def copied(self, run_id: str, path: str, dest: str, written: list[str]) -> None:
+        if self.json:
+            return self.document({"id": run_id, "path": path, "dest": dest,
+                                  "written": written})
+        noun = "entry" if len(written) == 1 else "entries"
+        self.message(f"Copied {run_id}:{_clean(path)} to {_clean(dest)} "
+                     f"({len(written)} {noun})")
+
     def progress(self) -> Progress:
         """A progress line on stderr: only on a terminal and never with --json."""
         return Progress(self.err, enabled=not (self.json or self.quiet) and _isatty(self.err))
@@ -524,3 +585,43 @@ class Progress:
             self._err.write("\r\x1b[K")
             self._err.flush()
         self._thread.join()
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+class UploadProgress:
+    """The upload's progress line; shown only after a second (a quick upload says nothing),
+    redrawn at most ten times a second, erased at the end."""
+
+    def __init__(self, err: TextIO, enabled: bool) -> None:
+        self.enabled = enabled
+        self._err = err
+        self._started = time.monotonic()
+        self._drawn = 0.0
+        self._shown = False
+
+    def update(self, sent: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._started < 1.0 or now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        self._shown = True
+        percent = 100 * sent // total if total else 100
+        self._err.write(f"\r\x1b[Ksending workspace {percent}% ({human_bytes(sent)} of "
+                        f"{human_bytes(total)})")
+        self._err.flush()
+
+    def stop(self) -> None:
+        if self._shown:
+            self._err.write("\r\x1b[K")
+            self._err.flush()
+            self._shown = False
