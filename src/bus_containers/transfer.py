@@ -159,7 +159,12 @@ class TransferCalls:
         validate_run_id(run_id)
 
         def read(response, url: str) -> Iterator[bytes]:
-            yield read_body(response, url, lambda: self._clock() > deadline)
+            patch = read_body(response, url, lambda: self._clock() > deadline)
+            if patch and not patch.startswith(b"diff --git "):  # an HTML page, a proxy's...
+                raise e.UnexpectedResponse(f"unexpected response from {url} (HTTP "
+                                           f"{response.status_code}): not a git patch",
+                                           status=response.status_code)
+            yield patch
 
         deadline = self._deadline(None)
         with _about(run_id):

@@ -58,7 +58,8 @@ def test_exit_code_matrix(cli, requests_mock, fake_time, command, answer, json_f
     else:
         requests_mock.register_uri(rmock.ANY, every_path, **response)
     if expected is None:  # 404: a missing run, or a wrong endpoint URL
-        expected = 3 if any(RUN_ID_WORD.fullmatch(arg) for arg in args) else 1
+        # (`cp RUN_ID:PATH` names its run before the colon)
+        expected = 3 if any(RUN_ID_WORD.fullmatch(arg.split(":")[0]) for arg in args) else 1
     # --json right after the subcommand: for `run`, after `--` it would be the command's.
     result = cli(args[0], *(["--json"] if json_flag else []), *args[1:])
 

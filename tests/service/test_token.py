@@ -136,7 +136,7 @@ def test_scope_per_command():
         "status": "container:read", "runs": "container:read", "show": "container:read",
         "logs": "container:read", "wait": "container:read", "run": "container:run",
         "delete": "container:delete", "cancel": "container:run", "usage": "billing:read",
-        "doctor": ""}
+        "doctor": "", "diff": "container:read", "cp": "container:read"}
 
 
 # -- the client checks the token before any request -------------------------------------

@@ -1,0 +1,199 @@
+"""Work in, results out, end to end (issue 10): the installed CLI and the reference host as
+processes, against the real emulator over loopback. A git repo with a committed file, an
+uncommitted edit, an untracked and an ignored file goes in; the run's changes come back as
+a patch that `git apply` turns into the same tree, and files come back with `cp`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import BIN, clean_env, run_cli
+from tests.support.emulator import start_emulator
+
+pytestmark = pytest.mark.e2e
+
+RUN_SCRIPT = "cat edited.txt; ls; echo new > made.txt; rm gone.txt"
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    emulator = start_emulator(tmp_path_factory.mktemp("emu"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def user(emu, tmp_path):
+    """(env, token) of a fresh account, its token where `bus auth token` leaves it."""
+    token = emu.token(f"io-{uuid.uuid4()}")
+    config = tmp_path / "config"
+    (config / "auth").mkdir(parents=True)
+    (config / "auth" / "api-token").write_text(token + "\n")
+    (config / "auth" / "api-token").chmod(0o600)
+    return clean_env(BUS_API_BASE_URL=emu.url, BUS_CONFIG_DIR=str(config)), token
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir()
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "dev@example.com")
+    git(path, "config", "user.name", "dev")
+    (path / "edited.txt").write_text("committed\n")
+    (path / "gone.txt").write_text("to remove\n")
+    (path / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    (path / "tool.sh").chmod(0o755)
+    (path / ".gitignore").write_text("*.log\n")
+    git(path, "add", ".")
+    git(path, "commit", "-qm", "base")
+    (path / "edited.txt").write_text("committed\nuncommitted edit\n")  # not committed
+    (path / "untracked.txt").write_text("untracked\n")
+    (path / "debug.log").write_text("ignored\n")
+    return path
+
+
+def tree_of(root: Path) -> dict[str, tuple]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == ".git":
+            continue
+        if path.is_file():
+            out[str(rel)] = (path.read_bytes(), os.access(path, os.X_OK))
+    return out
+
+
+RUN_ID = re.compile(r"run_[0-9a-f]{24}")
+
+
+@pytest.mark.parametrize("prog", [["bus-containers"], ["bus", "containers"]],
+                         ids=["standalone", "reference-host"])
+def test_send_the_repo_get_a_patch_back(emu, user, tmp_path, prog):
+    env, token = user
+    repo = make_repo(tmp_path / "repo")
+    secrets = (token,)
+
+    def cli(*args: str, cwd: Path = repo):
+        old = os.getcwd()
+        os.chdir(cwd)
+        try:
+            return run_cli([*prog, *args], env=env, secrets=secrets)
+        finally:
+            os.chdir(old)
+
+    ran = cli("run", "--workspace", ".", "--", "sh", "-c", RUN_SCRIPT)
+    assert ran.code == 0, ran.stderr
+    listing = ran.stdout.split("\n")
+    assert ran.stdout.startswith("committed\nuncommitted edit\n")  # the edit went in
+    assert "untracked.txt" in listing and "debug.log" not in listing  # ignored stayed out
+    run_id = RUN_ID.search(ran.stderr).group(0)
+    assert "sent" in ran.stderr and "+ uncommitted changes" in ran.stderr
+
+    show = cli("show", "--json", run_id)
+    workspace = __import__("json").loads(show.stdout)["workspace"]
+    assert workspace["base_commit"] == git(repo, "rev-parse", "HEAD").strip()
+    assert workspace["dirty"] is True
+
+    # The patch, applied to a clean copy of what was sent, gives the run's final tree.
+    patch = cli("diff", run_id)
+    assert patch.code == 0, patch.stderr
+    clean = tmp_path / "clean"
+    shutil.copytree(repo, clean, symlinks=True)
+    (clean / "debug.log").unlink()
+    subprocess.run(["git", "apply"], input=patch.stdout, text=True, cwd=clean, check=True)
+    final = tmp_path / "final"
+    assert cli("cp", f"{run_id}:.", str(final)).code == 0
+    assert tree_of(clean) == tree_of(final)
+    assert not (clean / "gone.txt").exists() and (clean / "made.txt").read_text() == "new\n"
+
+    out = tmp_path / "out.txt"
+    got = cli("cp", f"{run_id}:made.txt", str(out))
+    assert got.code == 0, got.stderr
+    assert out.read_text() == "new\n"
+
+    # The same tree again: asked for (HEAD), not sent again.
+    path = f"/api/v1/containers/workspaces/{workspace['sha256']}"
+    puts = emu.attempts("PUT", path)
+    again = cli("run", "-w", "--", "true")
+    assert again.code == 0 and "not sent again" in again.stderr
+    assert emu.attempts("PUT", path) == puts
+
+
+def test_cp_while_running_says_to_wait_and_cp_to_stdout(emu, user, tmp_path):
+    env, token = user
+    tree = tmp_path / "plain"  # not a git repo: every file goes
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    started = run_cli(["bus-containers", "run", "-d", "-w", str(tree), "--", "sleep", "30"],
+                      env=env, secrets=(token,))
+    run_id = started.stdout.strip()
+    busy = run_cli(["bus-containers", "cp", f"{run_id}:a.txt", str(tmp_path / "x")],
+                   env=env)
+    assert busy.code == 1
+    assert (f"{run_id} is still running; wait for it: bus-containers wait {run_id}"
+            in busy.stderr)
+    assert run_cli(["bus-containers", "delete", run_id], env=env).code == 0
+
+    done = run_cli(["bus-containers", "run", "-w", str(tree), "--", "sh", "-c",
+                    "echo b > b.txt"], env=env)
+    run_id = RUN_ID.search(done.stderr).group(0)
+    tar = subprocess.run([str(BIN / "bus-containers"), "cp", f"{run_id}:.", "-"], env=env,
+                         capture_output=True, timeout=60)
+    assert tar.returncode == 0, tar.stderr
+    listed = subprocess.run(["tar", "-t"], input=tar.stdout, capture_output=True, check=True)
+    assert sorted(listed.stdout.decode().split()) == ["a.txt", "b.txt"]
+
+
+STDIN_BYTES = int(os.environ.get("BUS_STDIN_TEST_BYTES", 50_000_000))
+
+
+def test_stdin_streams_byte_exact_with_bounded_memory(user, tmp_path):
+    """The acceptance check itself: 50 MB of random bytes (BUS_STDIN_TEST_BYTES to change)."""
+    env, token = user
+    data = tmp_path / "stdin.bin"
+    with open(data, "wb") as f, open("/dev/urandom", "rb") as rnd:
+        left = STDIN_BYTES
+        while left:
+            chunk = rnd.read(min(left, 1 << 20))
+            f.write(chunk)
+            left -= len(chunk)
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+
+    def peak_rss_kb(argv: list[str], stdin_path: str) -> tuple[int, bytes, bytes]:
+        # A wrapper process whose only child is the CLI: RUSAGE_CHILDREN is its peak.
+        probe = ("import resource, subprocess, sys\n"
+                 "with open(sys.argv[1], 'rb') as f:\n"
+                 "    p = subprocess.run(sys.argv[2:], stdin=f, capture_output=True)\n"
+                 "sys.stdout.buffer.write(p.stdout); sys.stderr.buffer.write(p.stderr)\n"
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+                 " p.returncode, file=sys.stderr)\n")
+        done = subprocess.run([sys.executable, "-c", probe, stdin_path, *argv], env=env,
+                              capture_output=True, timeout=120)
+        rss, code = done.stderr.decode().strip().splitlines()[-1].split()
+        assert code == "0", done.stderr
+        return int(rss), done.stdout, done.stderr
+
+    cli = str(BIN / "bus-containers")
+    idle, _, _ = peak_rss_kb([cli, "run", "--", "true"], os.devnull)
+    busy, out, err = peak_rss_kb([cli, "run", "-i", "--", "sha256sum"], str(data))
+    assert out.decode().split()[0] == expected, err
+    assert (busy - idle) < 60 * 1024, f"stdin cost {(busy - idle) // 1024} MB over idle"
+    assert token.encode() not in out + err
+
+    empty, out, _ = peak_rss_kb([cli, "run", "-i", "--", "wc", "-c"], os.devnull)
+    assert out.strip() == b"0"
+    assert resource  # the probe uses it in the child
