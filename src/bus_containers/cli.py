@@ -405,7 +405,8 @@ def doctor(ctx, **options):
     ctx.exit(int(code))
 
 
-@click.argument("run_id")
+@containers.command()
+@click.argument("run_id", shell_complete=complete_run_id)
 @common_options
 @click.pass_context
 def diff(ctx, run_id, **options):
@@ -421,7 +422,7 @@ def diff(ctx, run_id, **options):
 
 
 @containers.command()
-@click.argument("source", metavar="RUN_ID:PATH")
+@click.argument("source", metavar="RUN_ID:PATH", shell_complete=complete_run_id)
 @click.argument("dest", metavar="DEST")
 @common_options
 @click.pass_context
