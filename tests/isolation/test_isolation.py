@@ -258,18 +258,23 @@ def test_a_process_flood_does_not_break_another_accounts_run(emu, alice, bob):
 
 
 def test_a_memory_hog_is_limited_and_does_not_break_another_accounts_run(emu, alice, bob):
-    hog = ("import time; b = bytearray(200 * 1024 * 1024); "
-           "b[::4096] = b'x' * len(b[::4096]); time.sleep(1)")
-    hog_id = bob.post_run(["sh", "-c", f'for i in 1 2 3 4; do python3 -c "{hog}" & done; '
-                                       'python3 -c "bytearray(400 * 1024 * 1024)"; '
-                                       'echo over=$?; wait'],
-                          profile="iso").json()["id"]
-    job = alice.run(["python3", "-c", "b = bytearray(100 * 1024 * 1024); print('ok')"],
-                    profile="iso")
+    hog = "import time; b = b'x' * (200 << 20); time.sleep(1)"
+    hog_id = bob.post_run(["sh", "-c", f"""
+        for i in 1 2 3 4; do python3 -c "{hog}" & pids="$pids $!"; done
+        python3 -c "bytearray(400 << 20)" 2>/dev/null; echo over=$?
+        for p in $pids; do wait $p; echo hog=$?; done
+    """], profile="iso").json()["id"]
+    job = alice.run(["python3", "-c", "b = b'x' * (100 << 20); print('ok')"], profile="iso")
     assert (job["status"], job["stdout"]) == ("succeeded", "ok\n"), job
     hogged = bob.wait(hog_id)
-    # one process over the profile's 256 MiB is refused its memory
-    assert "over=1" in hogged["stdout"] and "MemoryError" in hogged["stderr"], hogged
+    # one process over the profile's 256 MiB is refused its memory (RLIMIT_DATA) ...
+    assert "over=1" in hogged["stdout"], hogged
+    hogs = hogged["stdout"].count("hog=0")
+    if "cgroup v" in emu.status_message():
+        # ... and with cgroup limits, the run as a whole: 4 x 200 MB cannot all live
+        assert hogs < 4, hogged
+    else:
+        assert hogs == 4, hogged  # rlimits are per process: documented in emulator.md
 
 
 def test_without_namespaces_it_still_serves_and_says_so(started):

@@ -92,6 +92,7 @@ class Runner:
             self._launches.clear()
         for launch in launches:
             launch.release()
+        self.sandbox.close()
 
     # -- the run thread -------------------------------------------------------------
     def _execute(self, run: Run, profile: Profile, spec: LaunchSpec) -> None:

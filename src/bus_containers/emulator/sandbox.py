@@ -15,8 +15,9 @@ command into a `Launch` (argv, environment, cwd, rlimits) for the runner to spaw
   As root, each run also gets its own uid, picked from a high range no account uses, so
   RLIMIT_NPROC, signals and /proc are per run. As any other user, a user namespace maps
   the emulator's uid to root inside (no capabilities left once the command starts).
-- **cgroup v2** limits (`memory.max`, `pids.max`, `cgroup.kill`) on top, where our cgroup
-  lets us create children with the memory and pids controllers; otherwise rlimits.
+- **cgroup** limits (cgroups.py) on top, where the emulator may create child cgroups of
+  its own with the memory and pids controllers (v2, or v1 on a hybrid layout): memory for
+  the whole run, processes, and kill-all; otherwise rlimits only.
 - **none**: namespaces refused (not Linux, a locked-down container, a missing tool, or
   BUS_CONTAINERS_EMULATOR_ISOLATION=none): the old plain subprocess, as `nobody` when root.
 
@@ -37,10 +38,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import cgroups
+from .cgroups import Cgroups
 from .config import Profile
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -52,8 +54,6 @@ TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 RUN_UID_FIRST = 2_000_000_000
 RUN_UID_COUNT = 1 << 24
 FALLBACK_USER, NOBODY_ID = "nobody", 65534
-CGROUP_PREFIX = "bus-emulator."
-CGROUP_GONE_SECONDS = 2.0
 
 # Runs as PID 1 of the run's PID namespace (root, or root of a user namespace), in a
 # private mount namespace. Every mount but two is one line of the table `mount -a` reads,
@@ -173,7 +173,7 @@ class Sandbox:
         if self.mode == "none":
             return f"isolation: none ({self.reason})"
         who = "per-run uid" if self.mode == "uid" else "user namespace"
-        limits = "cgroup v2 limits" if self.cgroups else "rlimits"
+        limits = self.cgroups.name if self.cgroups else "rlimits"
         return f"isolation: namespaces ({who}, {limits})"
 
     def _probe(self) -> None:
@@ -237,10 +237,12 @@ class Sandbox:
         tool = self._tools
         argv = [tool["setpriv"], "--pdeathsig", "KILL", "--"]
         if cgroup and self.cgroups is not None:
-            path = self.cgroups.create(run_id, profile)
-            launch._undo.append(lambda: self.cgroups.remove(path))
-            argv += [tool["sh"], "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "sh",
-                     str(path)]
+            paths = self.cgroups.create(run_id, profile.memory_bytes, profile.max_processes)
+            launch._undo.append(lambda: cgroups.remove(paths))
+            # The launcher moves itself into the run's cgroups, then becomes unshare.
+            argv += [tool["sh"], "-c", 'n=$1; shift; while [ "$n" -gt 0 ]; do '
+                     'echo $$ > "$1/cgroup.procs"; shift; n=$((n - 1)); done; exec "$@"',
+                     "sh", str(len(paths)), *map(str, paths)]
         root, links, dirs, table = self._setup(profile, spec, bool(uid))
         env.update(BUS_CONTAINERS_SANDBOX_INIT=INIT_SCRIPT, BUS_CONTAINERS_SANDBOX_TABLE=table)
         argv += [tool["unshare"], *ns, "--", tool["sh"], "-c",
@@ -297,6 +299,13 @@ class Sandbox:
             launch.drop = {"user": identity[0], "group": identity[1], "extra_groups": []}
         return launch
 
+    def close(self) -> None:
+        """Remove our (by now empty) cgroups; call once every run has been released."""
+        if self.cgroups is not None:
+            for base in self.cgroups.bases:
+                with contextlib.suppress(OSError):
+                    base.rmdir()
+
     # -- per-run uids -----------------------------------------------------------------
     def _allocate_uid(self) -> int:
         """A uid no account, no subuid range, no live process and no other run has.
@@ -316,80 +325,6 @@ class Sandbox:
     def _release_uid(self, uid: int) -> None:
         with self._lock:
             self._uids.discard(uid)
-
-
-class Cgroups:
-    """Per-run cgroup v2 children of `base` (ours), with memory.max and pids.max."""
-
-    def __init__(self, base: Path):
-        self.base = base
-
-    @classmethod
-    def probe(cls) -> tuple[Cgroups | None, str]:
-        """Our cgroup set, or None and the reason (then rlimits are the limits)."""
-        try:
-            mount = _cgroup2_mount()
-            own = _own_cgroup()
-            if mount is None or own is None:
-                return None, "no cgroup v2 hierarchy"
-            parent = Path(mount + own)
-            available = (parent / "cgroup.controllers").read_text().split()
-            if not {"memory", "pids"} <= set(available):
-                return None, "the memory and pids controllers are not available in cgroup v2"
-            enabled = (parent / "cgroup.subtree_control").read_text().split()
-            if not {"memory", "pids"} <= set(enabled):
-                (parent / "cgroup.subtree_control").write_text("+memory +pids")
-            cls.clean_stale(parent)
-            base = parent / f"{CGROUP_PREFIX}{os.getpid()}"
-            base.mkdir(exist_ok=True)
-            (base / "cgroup.subtree_control").write_text("+memory +pids")
-            return cls(base), ""
-        except OSError as e:
-            return None, f"cannot create child cgroups: {e.strerror or e}"
-
-    @staticmethod
-    def clean_stale(parent: Path) -> None:
-        """Kill and remove what a previous emulator (now dead) left in our cgroup."""
-        for base in parent.glob(CGROUP_PREFIX + "*"):
-            pid = base.name[len(CGROUP_PREFIX):]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                with contextlib.suppress(OSError):
-                    for child in base.glob("run-*"):
-                        Cgroups.remove(child)
-                    base.rmdir()
-
-    def create(self, run_id: str, profile: Profile) -> Path:
-        path = self.base / f"run-{run_id}"
-        path.mkdir()
-        (path / "memory.max").write_text(str(profile.memory_bytes))
-        (path / "pids.max").write_text(str(profile.max_processes))
-        with contextlib.suppress(OSError):
-            (path / "memory.swap.max").write_text("0")
-        return path
-
-    @staticmethod
-    def remove(path: Path) -> None:
-        """Kill every process left in the cgroup, wait for them, remove it."""
-        with contextlib.suppress(OSError):  # cgroup.kill: Linux 5.14 and later
-            fd = os.open(path / "cgroup.kill", os.O_WRONLY)  # never created by us
-            try:
-                os.write(fd, b"1")
-            finally:
-                os.close(fd)
-        deadline = time.monotonic() + CGROUP_GONE_SECONDS
-        while True:
-            try:
-                path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-            with contextlib.suppress(OSError):
-                for pid in (path / "cgroup.procs").read_text().split():
-                    os.kill(int(pid), 9)
-            time.sleep(0.01)
 
 
 # -- rlimits -----------------------------------------------------------------------------
@@ -498,20 +433,3 @@ def _chown_tree(top: str, uid: int, gid: int) -> None:
         for name in dirs + files:
             with contextlib.suppress(OSError):
                 os.lchown(os.path.join(parent, name), uid, gid)
-
-
-def _cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                return left.split()[4]
-    return None
-
-
-def _own_cgroup() -> str | None:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                return line[3:].strip().rstrip("/")
-    return None
