@@ -205,7 +205,7 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
         feeder.report(out)
     code = _report_end(out, run_id, end)
     if workspace is not None and not out.json and out.on_terminal():
-        _summarize_changes(client, out, run_id)
+        _summarize_changes(client, out, run_id, workspace.get("git_prefix") or "")
     if opts.remove:
         _remove(client, out, run_id)
     return code
@@ -255,14 +255,15 @@ class _StdinFeeder:
             out.warning(f"warning: stdin: {self.error.message}")
 
 
-def _summarize_changes(client: ContainersClient, out: Output, run_id: str) -> None:
+def _summarize_changes(client: ContainersClient, out: Output, run_id: str,
+                       git_prefix: str) -> None:
     """The one line after a workspace run: how many files changed and how to get them."""
     try:
         patch = client.workspace_diff(run_id)
     except ContainersError as error:
         out.warning(f"warning: could not fetch the changes of {run_id}: {error.message}")
         return
-    out.changes_summary(run_id, count_changed_files(patch))
+    out.changes_summary(run_id, count_changed_files(patch), git_prefix)
 
 
 def count_changed_files(patch: bytes) -> int:

@@ -359,14 +359,17 @@ class Output:
                                                           if sent.get("dirty") else "")
         self.message(f"Workspace {_clean(path)} ({what}{git}): {state}")
 
-    def changes_summary(self, run_id: str, files: int) -> None:
-        """After `run --workspace`, on a terminal: what changed and how to take it."""
+    def changes_summary(self, run_id: str, files: int, git_prefix: str = "") -> None:
+        """After `run --workspace`, on a terminal: what changed and how to take it. For a
+        subdirectory of a git work tree, `git apply` needs --directory (else it skips the
+        patch without a word)."""
         if files == 0:
             self.message("No files changed in /workspace")
             return
         noun = "file" if files == 1 else "files"
+        apply = "git apply" + (f" --directory={shlex.quote(git_prefix)}" if git_prefix else "")
         self.message(f"{files} {noun} changed; see: {self.invocation.prog} diff {run_id} "
-                     "| git apply")
+                     f"| {apply}")
 
     def patch(self, run_id: str, patch: bytes, files: int) -> None:
         if self.json:

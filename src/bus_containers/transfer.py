@@ -80,7 +80,8 @@ class TransferCalls:
                          on_progress: Progress | None = None) -> dict:
         """Send the tree at `path` (see `workspace.collect` for which files), unless this
         account sent the same tree before. Returns `{"sha256", "files", "bytes", "size",
-        "uploaded", "base_commit", "dirty", "skipped": ["path: why", ...]}`; pass it to
+        "uploaded", "base_commit", "dirty", "git_prefix", "skipped": ["path: why", ...]}`
+        (`git_prefix`: where `path` sits in its git work tree, "" at the top); pass it to
         `create_run(workspace=...)`. TooLarge before any upload when the tar is over the
         plan's limit (when the token may read the plan)."""
         from . import workspace as ws
@@ -90,7 +91,8 @@ class TransferCalls:
         with ws.packed(tree) as (sha, size, f):
             result = {"sha256": sha, "files": tree.files, "bytes": tree.bytes, "size": size,
                       "uploaded": False, "base_commit": tree.base_commit,
-                      "dirty": tree.dirty, "skipped": list(tree.skipped)}
+                      "dirty": tree.dirty, "git_prefix": tree.git_prefix,
+                      "skipped": list(tree.skipped)}
             if self._workspace_known(sha, deadline):
                 return result
             limit = self._workspace_limit(deadline)

@@ -46,6 +46,9 @@ class Tree:
     entries: list[Entry] = field(default_factory=list)
     base_commit: str | None = None
     dirty: bool | None = None
+    # Where the tree sits in its git work tree ("" at the top): `git apply` run inside a
+    # subdirectory silently skips a patch unless told with --directory.
+    git_prefix: str = ""
     skipped: list[str] = field(default_factory=list)  # "path: why", for warnings
 
     @property
@@ -113,6 +116,8 @@ def _git_names(root: Path, tree: Tree) -> list[str]:
     head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
     if head.returncode == 0:
         tree.base_commit = head.stdout.decode().strip()
+    prefix = _git(root, "rev-parse", "--show-prefix")
+    tree.git_prefix = prefix.stdout.decode().strip().rstrip("/") if prefix.returncode == 0 else ""
     status = _git(root, "status", "--porcelain", "-z", "--untracked-files=normal", "--", ".")
     tree.dirty = status.returncode == 0 and bool(status.stdout)
     return [os.fsdecode(n) for n in listed.stdout.split(b"\0") if n]

@@ -237,6 +237,28 @@ def test_before_the_end_is_409_and_delete_removes_the_tree(emu):
     assert not trees[0].exists()
 
 
+def test_a_run_cannot_make_the_emulator_run_git_hooks_or_follow_its_links(emu, tmp_path):
+    """The diff runs git (as the emulator's user) over a tree the run wrote: a .git of the
+    run's own with an fsmonitor hook, a nested repository and a FIFO change nothing."""
+    api = Api(emu)
+    sha = upload(api, sample_tree())
+    marker = tmp_path / "pwned"
+    hook = f"[core]\\n\\tfsmonitor = touch {marker}\\n"
+    script = (f"mkdir -p .git sub/.git && printf '{hook}' > .git/config && "
+              f"printf '{hook}' > sub/.git/config && echo 'ref: refs/heads/x' > sub/.git/HEAD "
+              "&& mkfifo pipe && echo changed > edited.txt")
+    run = api.run(["sh", "-c", script], workspace=sha)
+    assert run["status"] == "succeeded", run
+    r = api.get(f"/runs/{run['id']}/workspace/diff")
+    assert r.status_code == 200 and b"+changed" in r.content
+    r = api.get(f"/runs/{run['id']}/workspace/archive", params={"path": "."})
+    assert r.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+        assert "pipe" not in tar.getnames()  # a FIFO is not a file to send back
+        assert b"fsmonitor = touch" in tar.extractfile(".git/config").read()  # it was set
+    assert not marker.exists()
+
+
 def test_a_run_without_workspace_has_no_diff(emu):
     api = Api(emu)
     run = api.run(["true"])

@@ -202,3 +202,20 @@ def test_cp_places_files_like_cp(tmp_path):
     ws.extract_download(io.BytesIO(folder), tmp_path / "copy", "out")
     assert (tmp_path / "copy" / "a").read_text() == "a"
     assert not list(tmp_path.glob(".bus-cp-*"))  # no staging dir left behind
+
+
+def test_a_subdirectory_of_a_repo_says_how_to_apply_there(repo):
+    (repo / "sub").mkdir()
+    (repo / "sub" / "x.txt").write_text("x")
+    assert ws.collect(repo / "sub").git_prefix == "sub"
+    assert ws.collect(repo).git_prefix == ""
+
+    from bus_containers.render import Invocation, Output
+
+    err = io.StringIO()
+    out = Output(err=err, invocation=Invocation(prog="bus containers"))
+    out.changes_summary("run_abc", 3, "sub")
+    out.changes_summary("run_abc", 1)
+    assert err.getvalue().splitlines() == [
+        "3 files changed; see: bus containers diff run_abc | git apply --directory=sub",
+        "1 file changed; see: bus containers diff run_abc | git apply"]
