@@ -204,7 +204,7 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     if feeder is not None:
         feeder.report(out)
     code = _report_end(out, run_id, end)
-    if workspace is not None and not out.json and out.on_terminal():
+    if workspace is not None and not out.json and out.messages_on_terminal():
         _summarize_changes(client, out, run_id, workspace.get("git_prefix") or "")
     if opts.remove:
         _remove(client, out, run_id)

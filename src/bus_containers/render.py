@@ -177,6 +177,10 @@ class Output:
         """Is stdout a terminal (human niceties) rather than a pipe or a file (scripts)?"""
         return _isatty(self.out)
 
+    def messages_on_terminal(self) -> bool:
+        """Is stderr a terminal: would a person read the lines we add there?"""
+        return _isatty(self.err)
+
     def _masked(self, text: str) -> str:
         return text.replace(self.redact, "***") if self.redact else text
 
@@ -341,13 +345,11 @@ class Output:
         self.chunk(stream, b"".join(pieces))
         return at_line_start
 
-    def on_terminal(self) -> bool:
-        return _isatty(self.err)
-
     def upload_progress(self) -> UploadProgress:
         """`sending workspace 40% (12.0 of 30.0 MB)` on stderr: on a terminal, without
         --json, and only once an upload has taken a second."""
-        return UploadProgress(self.err, enabled=not self.json and _isatty(self.err))
+        return UploadProgress(self.err,
+                              enabled=not (self.json or self.quiet) and _isatty(self.err))
 
     def workspace_sent(self, path: str, sent: dict) -> None:
         what = (f"{sent['files']} files, {human_bytes(sent['bytes'])}")
