@@ -41,10 +41,16 @@ def complete_run_id(ctx, param, incomplete: str):
     runs = recent_runs(_options(ctx))
     already = set(ctx.params.get(param.name) or ()) if param.multiple or param.nargs != 1 \
         else set()
+    from .responses import RUN_ID_PATTERN
+
     items = []
     for run in runs:
-        run_id = run.get("id")
-        if isinstance(run_id, str) and run_id.startswith(incomplete) and run_id not in already:
+        run_id = run.get("id") if isinstance(run, dict) else None
+        # Only well-formed ids: the shell inserts what we offer into the command line, so
+        # a hostile server's "x; rm -rf ~" or a newline (which would also break the zsh
+        # and fish framing) is never offered.
+        if (isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id)
+                and run_id.startswith(incomplete) and run_id not in already):
             items.append(CompletionItem(run_id, help=_summary(run)))
     return items
 
@@ -87,7 +93,9 @@ def _options(ctx) -> dict:
 
 
 def _summary(run: dict) -> str:
+    """One short line: newlines and tabs would break the shells' completion framing."""
     from .render import command_text
 
-    text = f"{run.get('status', '?')}  {command_text(run.get('command'))}"
+    text = " ".join(f"{command_text(run.get('status'))}  "
+                    f"{command_text(run.get('command'))}".split())
     return text if len(text) <= 60 else text[:59] + "…"

@@ -474,7 +474,7 @@ def doctor(opts: DoctorOptions, client: None, out: Output) -> int:
                           host_obj=opts.host_obj, env=env, invocation=out.invocation,
                           make_client=make_client,
                           on_token=lambda token: setattr(out, "redact", token)):
-        out.doctor_check(check)
+        out.doctor_check(check, first_failure=first_failure(checks) is None)
         checks.append(check)
     out.doctor_report(checks)
     failure = first_failure(checks)

@@ -445,15 +445,15 @@ class Output:
                   + "  " + row[3] for row in rows]
         self.out.write("\n".join(line.rstrip() for line in lines) + "\n")
 
-    def doctor_check(self, check) -> None:
+    def doctor_check(self, check, first_failure: bool = True) -> None:
         """One check, as soon as it is known: `ok`, `warn`, `FAIL` or `skip`, its title,
-        what was found; a failure's fix on the lines below it."""
+        what was found; the first failure's fix on the lines below it (--json has all)."""
         if self.json:
             return
         mark = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skip": "skip"}.get(check.status,
                                                                               check.status)
         self.out.write(f"{mark:<5} {check.title:<18} {_clean(check.detail)}\n")
-        if check.status == "fail" and check.fix:
+        if check.status == "fail" and check.fix and first_failure:
             for i, line in enumerate(_clean_lines(check.fix)):
                 self.out.write(f"{'':<5} {'fix:' if i == 0 else '':<18} {line}\n")
         self.out.flush()

@@ -67,7 +67,7 @@ def test_seed_flow_through_the_reference_host(emulator, tmp_path):
     listed = run_cli(["bus", "containers", "runs"], env=env, secrets=secrets)
     assert listed.code == 0 and run_id in listed.stdout
     assert listed.stdout.splitlines()[0].split() == [
-        "ID", "STATUS", "PROFILE", "EXIT", "CREATED", "COMMAND"]
+        "ID", "STATUS", "PROFILE", "EXIT", "DURATION", "CREATED", "COMMAND"]
 
     deleted = run_cli(["bus", "containers", "delete", run_id], env=env, secrets=secrets)
     assert deleted.code == 0 and run_id in deleted.stderr
