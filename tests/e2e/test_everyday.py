@@ -289,6 +289,11 @@ def test_completion_offers_the_accounts_run_ids(account):
     assert out.splitlines() == [f"plain,{ids[0]}"]
     out, _ = _complete(account.env, "bus-containers runs --status r")
     assert out.splitlines() == ["plain,running"]
+    # under the reference host, through its own completion variable
+    host = subprocess.run([str(BIN / "bus")], capture_output=True, text=True, timeout=30,
+                          env={**account.env, "_BUS_COMPLETE": "bash_complete",
+                               "COMP_WORDS": "bus containers logs ", "COMP_CWORD": "3"})
+    assert {line.split(",", 1)[1] for line in host.stdout.splitlines()} == set(ids)
 
 
 def test_completion_against_a_silent_server_gives_up_quietly(account):
