@@ -60,8 +60,11 @@ def _failure(result, title: str) -> tuple[str, str]:
 def test_all_pass_on_the_demo_setup(emu, tmp_path):
     """As `make demo` sets up: `bus auth token` saves the token, the origin comes from the
     environment, and `bus containers doctor` runs under the reference host."""
-    env = clean_env(BUS_API_BASE_URL=emu.url, BUS_CONFIG_DIR=str(tmp_path / "cfg"))
-    assert run_cli(["bus", "auth", "token", "--scope", SCOPES], env=env).code == 0
+    env = clean_env(BUS_API_BASE_URL=emu.url, BUS_CONFIG_DIR=str(tmp_path / "cfg"),
+                    BUS_EMULATOR_ADMIN_KEY_FILE=str(emu.admin_key_file))
+    issued = run_cli(["bus", "auth", "token", "--scope", SCOPES], env=env,
+                     secrets=(emu.admin_key(),))
+    assert issued.code == 0, issued.stderr
     token = (tmp_path / "cfg" / "auth" / "api-token").read_text().strip()
     got = run_cli(["bus", "containers", "doctor"], env=env, secrets=(token,))
     assert got.code == 0, got.stdout + got.stderr
