@@ -80,11 +80,21 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _inside_git(root: Path) -> bool:
+    """Whether `root` is in a git work tree. A repository git refuses to read (dubious
+    ownership, a broken .git) is an error: sending every file instead would send what
+    .gitignore keeps home (node_modules, secrets in .env) without a word."""
     try:
         done = _git(root, "rev-parse", "--is-inside-work-tree")
     except (OSError, subprocess.TimeoutExpired):
         return False  # no git here: every file is sent
-    return done.returncode == 0 and done.stdout.strip() == b"true"
+    if done.returncode == 0:
+        return done.stdout.strip() == b"true"
+    reason = done.stderr.decode(errors="replace").strip()
+    if "not a git repository" in reason:
+        return False
+    raise e.WorkspaceError(f"git cannot read the repository at {root}: "
+                           f"{reason.splitlines()[0] if reason else 'unknown error'}",
+                           path=str(root))
 
 
 def collect(path: str | os.PathLike) -> Tree:
@@ -126,6 +136,8 @@ def _git_names(root: Path, tree: Tree) -> list[str]:
 def _walk_names(root: Path) -> list[str]:
     names = []
     for parent, dirs, files in os.walk(root):  # symlinked directories are not entered
+        if ".git" in dirs:  # a repository git is not installed to read: not its database
+            dirs.remove(".git")
         rel = os.path.relpath(parent, root)
         for name in dirs + files:
             names.append(name if rel == "." else f"{rel}/{name}")

@@ -219,3 +219,17 @@ def test_a_subdirectory_of_a_repo_says_how_to_apply_there(repo):
     assert err.getvalue().splitlines() == [
         "3 files changed; see: bus containers diff run_abc | git apply --directory=sub",
         "1 file changed; see: bus containers diff run_abc | git apply"]
+
+
+def test_a_repository_git_refuses_to_read_is_an_error_not_every_file(tmp_path):
+    root = tmp_path / "theirs"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / ".gitignore").write_text(".env\n")
+    (root / ".env").write_text("SECRET=1\n")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the repository to another user")
+    os.chown(root, 65534, 65534)  # owned by someone else: git's safe.directory check
+    with pytest.raises(e.WorkspaceError) as info:
+        ws.collect(root)
+    assert "dubious ownership" in info.value.message

@@ -274,8 +274,8 @@ class Workspaces:
                 final_file.write_text(final)
             base = (run_dir / "base").read_text()
         proc = subprocess.Popen(
-            ["git", "diff-tree", "-r", "-p", "--binary", "-M", "--no-color", "--no-ext-diff",
-             "--no-textconv", base, final], env=_git_env(git_dir), cwd=str(git_dir),
+            ["git", "diff-tree", "-r", "-p", "--binary", "--full-index", "-M", "--no-color",
+             "--no-ext-diff", "--no-textconv", base, final], env=_git_env(git_dir), cwd=str(git_dir),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         return _stream_process(proc)
 
