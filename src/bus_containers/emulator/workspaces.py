@@ -275,8 +275,9 @@ class Workspaces:
             base = (run_dir / "base").read_text()
         proc = subprocess.Popen(
             ["git", "diff-tree", "-r", "-p", "--binary", "--full-index", "-M", "--no-color",
-             "--no-ext-diff", "--no-textconv", base, final], env=_git_env(git_dir), cwd=str(git_dir),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             "--no-ext-diff", "--no-textconv", base, final], env=_git_env(git_dir),
+            cwd=str(git_dir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL)
         return _stream_process(proc)
 
     def archive(self, owner: str, run_id: str, path: str) -> Iterator[bytes]:
