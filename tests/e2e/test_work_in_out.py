@@ -119,6 +119,15 @@ def test_send_the_repo_get_a_patch_back(emu, user, tmp_path, prog):
     assert cli("cp", f"{run_id}:.", str(final)).code == 0
     assert tree_of(clean) == tree_of(final)
     assert not (clean / "gone.txt").exists() and (clean / "made.txt").read_text() == "new\n"
+    three_way = tmp_path / "three-way"
+    shutil.copytree(repo, three_way, symlinks=True)
+    (three_way / "debug.log").unlink()
+    # A copied index has the old files' stat data: refresh it, as in the real repository.
+    subprocess.run(["git", "update-index", "-q", "--refresh"], cwd=three_way)
+    applied = subprocess.run(["git", "apply", "--3way"], input=patch.stdout, text=True,
+                             cwd=three_way, capture_output=True)
+    assert applied.returncode == 0, (applied.stderr, patch.stdout)
+    assert tree_of(three_way) == tree_of(final)
 
     out = tmp_path / "out.txt"
     got = cli("cp", f"{run_id}:made.txt", str(out))
