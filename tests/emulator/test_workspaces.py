@@ -329,3 +329,18 @@ def test_stdin_sent_before_the_process_starts_waits_for_it(emu):
     t.join(20)
     assert got == [204]
     assert api.wait(rid)["stdout"] == "early\n"
+
+
+def test_a_restart_keeps_only_the_trees_of_runs_the_store_has(tmp_path):
+    from bus_containers.emulator.workspaces import Workspaces
+
+    spaces = Workspaces(tmp_path)
+    data = sample_tree()
+    sha = hashlib.sha256(data).hexdigest()
+    spaces.store("alice", sha, [data], len(data), max_bytes=None, max_files=None,
+                 storage_bytes=None)
+    for run_id in ("run_kept", "run_gone"):
+        spaces.prepare_run("alice", run_id, sha)
+    spaces.sweep(lambda owner, run_id: (owner, run_id) == ("alice", "run_kept"))
+    assert spaces.has_tree("alice", "run_kept")
+    assert not spaces.run_dir("alice", "run_gone").exists()

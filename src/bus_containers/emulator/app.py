@@ -57,8 +57,9 @@ class EmulatorApp:
         self.default_sub = default_account(state_dir)
         self.store = RunStore(config)
         self.workspaces = Workspaces(state_dir)
-        # Runs live in memory and do not survive a restart: no tree on disk has a run.
-        self.workspaces.sweep(live=set())
+        # Trees of runs the store no longer has (expired, or a store that does not outlive
+        # a restart) go; the others stay with their runs.
+        self.workspaces.sweep(lambda owner, run_id: self.store.get(owner, run_id) is not None)
         self.store.on_removed = self._run_removed
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()

@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .. import tarsafe
@@ -216,6 +216,7 @@ class Workspaces:
         archive = self._uploads(owner) / f"{sha}.tar"
         run_dir = self.run_dir(owner, run_id)
         run_dir.mkdir(parents=True, mode=0o700)
+        (run_dir / "owner").write_text(owner)  # for the sweep after a restart
         tree = run_dir / "tree"
         tree.mkdir(mode=0o755)
         tarsafe.extract(archive, tree)
@@ -245,14 +246,20 @@ class Workspaces:
         threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
                          name="remove-tree", daemon=True).start()
 
-    def sweep(self, live: set[str]) -> None:
-        """Remove run directories whose run is gone (a restart, a crash)."""
+    def sweep(self, is_live: Callable[[str, str], bool]) -> None:
+        """Remove run directories whose run is gone (`is_live(owner, run_id)` is false: the
+        run expired while we were down, or the store does not outlive a restart), and
+        leftovers of removals a crash cut short."""
         with contextlib.suppress(OSError):
             for account in os.scandir(self.root):
                 runs = Path(account.path) / "runs"
                 with contextlib.suppress(OSError):
                     for entry in os.scandir(runs):
-                        if entry.name not in live:
+                        try:
+                            owner = (Path(entry.path) / "owner").read_text()
+                        except OSError:
+                            owner = None
+                        if owner is None or not is_live(owner, entry.name):
                             shutil.rmtree(entry.path, ignore_errors=True)
 
     def has_tree(self, owner: str, run_id: str) -> bool:
