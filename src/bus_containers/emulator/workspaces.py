@@ -6,8 +6,10 @@ so a directory name reveals no account id):
     uploads/<sha256>.tar    the verified upload, as sent
     uploads/<sha256>.json   {"files", "bytes"} of its regular files
     runs/<run_id>/tree      the run's /workspace: extracted per run, kept after the end
-    runs/<run_id>/git       a bare git dir whose index tracks `tree`: the base tree id is
-                            written at extraction, the diff is `git diff-tree` against it
+    runs/<run_id>/base.tar  a link to the upload it started from (the diff's base)
+    runs/<run_id>/git       made at the first diff request: a bare git dir whose one
+                            index took the base, then the final tree; the diff is
+                            `git diff-tree` between the two
 
 Uploads are per account: another account's hash is simply absent (no existence oracle).
 Stored bytes (uploads plus kept trees) count against the plan's `storage_bytes`; uploads
@@ -57,7 +59,8 @@ def _git_env(git_dir: Path, work_tree: Path | None = None) -> dict[str, str]:
 
 
 def _git(git_dir: Path, *args: str, work_tree: Path | None = None) -> str:
-    done = subprocess.run(["git", "-c", "core.looseCompression=1", "-c", "core.autocrlf=false",
+    # Level 0: the objects live as long as the run and are read once; speed over space.
+    done = subprocess.run(["git", "-c", "core.looseCompression=0", "-c", "core.autocrlf=false",
                            "-c", "core.symlinks=true", *args],
                           env=_git_env(git_dir, work_tree), stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=GIT_TIMEOUT, check=False,
@@ -210,21 +213,23 @@ class Workspaces:
         return self._runs(owner) / run_id
 
     def prepare_run(self, owner: str, run_id: str, sha: str) -> Path:
-        """Extract the upload into the run's tree, record the base tree; the tree's path.
+        """Extract the upload into the run's tree; the tree's path. The run keeps its own
+        link to the upload (the base of its diff), so evicting the upload later changes
+        nothing for it. Nothing else happens before the run starts: git only runs when a
+        diff is asked for.
 
         The sandbox hands the tree to the run's user for the run and takes it back after."""
         archive = self._uploads(owner) / f"{sha}.tar"
         run_dir = self.run_dir(owner, run_id)
         run_dir.mkdir(parents=True, mode=0o700)
         (run_dir / "owner").write_text(owner)  # for the sweep after a restart
+        try:
+            os.link(archive, run_dir / "base.tar")
+        except OSError:  # another file system: a copy then
+            shutil.copyfile(archive, run_dir / "base.tar")
         tree = run_dir / "tree"
         tree.mkdir(mode=0o755)
         tarsafe.extract(archive, tree)
-        git_dir = run_dir / "git"
-        _git(run_dir, "init", "-q", "--bare", str(git_dir))
-        # --force: everything that was sent is the base, even what a .gitignore names.
-        _git(git_dir, "add", "--all", "--force", ".", work_tree=tree)
-        (run_dir / "base").write_text(_git(git_dir, "write-tree", work_tree=tree))
         return tree
 
     def finish_run(self, owner: str, run_id: str) -> None:
@@ -263,29 +268,41 @@ class Workspaces:
                             shutil.rmtree(entry.path, ignore_errors=True)
 
     def has_tree(self, owner: str, run_id: str) -> bool:
-        return (self.run_dir(owner, run_id) / "base").is_file()
+        return (self.run_dir(owner, run_id) / "base.tar").is_file()
 
     def diff(self, owner: str, run_id: str) -> Iterator[bytes]:
         """The run's changes as a binary git patch, streamed from `git diff-tree`."""
         run_dir = self.run_dir(owner, run_id)
-        git_dir, tree = run_dir / "git", run_dir / "tree"
+        git_dir = run_dir / "git"
         with self._run_locks.setdefault(run_id, threading.Lock()):
-            final_file = run_dir / "final"
-            if final_file.is_file():
-                final = final_file.read_text()
-            else:
-                # The same index as the base: sent files stay tracked even if the run's
-                # .gitignore now names them; new files follow the .gitignore files.
-                _git(git_dir, "add", "--all", ".", work_tree=tree)
-                final = _git(git_dir, "write-tree", work_tree=tree)
-                final_file.write_text(final)
+            if not (run_dir / "final").is_file():
+                self._write_trees(run_dir, git_dir)
             base = (run_dir / "base").read_text()
+            final = (run_dir / "final").read_text()
         proc = subprocess.Popen(
             ["git", "diff-tree", "-r", "-p", "--binary", "--full-index", "-M", "--no-color",
              "--no-ext-diff", "--no-textconv", base, final], env=_git_env(git_dir),
             cwd=str(git_dir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL)
         return _stream_process(proc)
+
+    def _write_trees(self, run_dir: Path, git_dir: Path) -> None:
+        """The base and final git trees of a finished run, once: the sent tree (from the
+        run's base.tar) added with --force (all that was sent is the base, even what a
+        .gitignore names), then the final tree into the same index (sent files stay
+        tracked even if the run's .gitignore now names them; new files follow the
+        .gitignore files, as git status would)."""
+        _git(run_dir, "init", "-q", "--bare", str(git_dir))
+        base_tree = Path(tempfile.mkdtemp(dir=run_dir, prefix=".base-"))
+        try:
+            tarsafe.extract(run_dir / "base.tar", base_tree)
+            _git(git_dir, "add", "--all", "--force", ".", work_tree=base_tree)
+            (run_dir / "base").write_text(_git(git_dir, "write-tree", work_tree=base_tree))
+        finally:
+            shutil.rmtree(base_tree, ignore_errors=True)
+        tree = run_dir / "tree"
+        _git(git_dir, "add", "--all", ".", work_tree=tree)
+        (run_dir / "final").write_text(_git(git_dir, "write-tree", work_tree=tree))
 
     def archive(self, owner: str, run_id: str, path: str) -> Iterator[bytes]:
         """A tar of `path` (file or directory) inside the run's tree; links stay links."""
