@@ -1,5 +1,6 @@
 """The local emulator of the container-runner API (CONTRACT section 7).
 
-A development tool, not a security boundary. The client never imports this package, and
+Runs execute on this machine, each in its own Linux namespaces where the kernel allows it
+(sandbox.py, docs/emulator.md "Isolation"). The client never imports this package, and
 this package never imports the client's modules.
 """
