@@ -155,7 +155,7 @@ class Launch:
 
 
 class Sandbox:
-    def __init__(self, state_dir: Path, *, log=None):
+    def __init__(self, state_dir: Path):
         self._lock = threading.Lock()
         self._uids: set[int] = set()
         self.mode = "none"  # "uid" (root, per-run uid), "userns" (user namespace), "none"
@@ -219,6 +219,16 @@ class Sandbox:
         env.update(HOME="/tmp", TMPDIR="/tmp")
         env.update(spec.env)
         launch = Launch([], env, "/", [])
+        try:
+            self._namespaced(launch, run_id, profile, spec, cgroup)
+        except BaseException:
+            launch.release()  # the uid, the cgroups: nothing held for a run never started
+            raise
+        return launch
+
+    def _namespaced(self, launch: Launch, run_id: str, profile: Profile, spec: LaunchSpec,
+                    cgroup: bool) -> None:
+        env = launch.env
         uid = ""
         if self.mode == "uid":
             run_uid = self._allocate_uid()
@@ -251,7 +261,6 @@ class Sandbox:
                  else self._lo_tool, uid, str(profile.max_processes),
                  "/workspace" if spec.workspace_dir else "/tmp", *spec.command]
         launch.argv = argv
-        return launch
 
     def _setup(self, profile: Profile, spec: LaunchSpec, own_passwd: bool) -> list[str]:
         """The init script's links, dirs and mount table for one run's root."""
@@ -295,7 +304,9 @@ class Sandbox:
         launch = Launch(list(spec.command), env, cwd, rlimits(profile, base),
                         host_dir=None if spec.workspace_dir else cwd)
         if identity is not None:
-            os.chown(cwd, *identity)  # still 0700: only the run's user gets in
+            _chown_tree(cwd, *identity)  # a temp dir stays 0700: only the run's user gets in
+            if spec.workspace_dir:
+                launch._undo.append(lambda: _chown_tree(cwd, os.getuid(), os.getgid()))
             launch.drop = {"user": identity[0], "group": identity[1], "extra_groups": []}
         return launch
 
