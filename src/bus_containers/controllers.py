@@ -68,6 +68,7 @@ def execute(command: str, common: CommonOptions, action: Action, *, host_obj: ob
             settings.api_url, settings.token, timeout=settings.timeout,
             on_retry=out.retrying)
         code = action(client, out)
+        out.out.flush()  # here, not at exit: a reader that went away is exit 141 below
         return ExitCode.OK if code is None else code
     except ContainersError as error:
         out.error(error)

@@ -17,13 +17,26 @@ from typing import TextIO
 
 from .times import ago, duration, parse_api_time
 
-# Control characters from the server (not the run's own output) must not drive the terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Text from the server (a run's command, a message: anything but `logs`' byte-exact
+# output) must not drive the terminal: C0/C1 controls, and the Unicode line separators and
+# bidi overrides that can reorder what a reader sees, become "?". In one-line fields (table
+# cells, `show` values) newlines and tabs too, so a value cannot split a row.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+MIN_COMMAND_WIDTH = 20  # the COMMAND column never shrinks below this
+PIPE_COMMAND_WIDTH = 200  # not a terminal: the column is still bounded (full text: --json)
 
 
 def _clean(value: object) -> str:
+    """Multi-line text for a terminal: newlines and tabs kept, other controls made "?"."""
     text = "-" if value is None else str(value)
     return _CONTROL.sub("?", text)
+
+
+def _one_line(value: object) -> str:
+    """A table cell or a `show` value: every control made "?", newlines and tabs too."""
+    text = "-" if value is None else str(value)
+    return _LINE_BREAKING.sub("?", text)
 
 
 def _value_text(value: object) -> str:
@@ -32,14 +45,23 @@ def _value_text(value: object) -> str:
     if value is None or isinstance(value, (bool, dict, list)):
         import json
 
-        return _clean(json.dumps(value, ensure_ascii=False))
-    return _clean(value)
+        return _one_line(json.dumps(value, ensure_ascii=False))
+    return _one_line(value)
 
 
 def command_text(command: object) -> str:
     if isinstance(command, list) and all(isinstance(part, str) for part in command):
-        return _clean(shlex.join(command))
-    return _clean(command)
+        return _one_line(shlex.join(command))
+    return _one_line(command)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "\u2026"
+
+
+def _label(key: str) -> str:
+    """`show`'s label for a field, the same rule for known and new fields."""
+    return "ID" if key == "id" else _one_line(key.replace("_", " ").capitalize())
 
 
 @dataclass
@@ -192,6 +214,15 @@ class Output:
             print(text, file=self.err, flush=True)
 
     def warning(self, text: str) -> None:
+        """A warning on stderr; with --json one JSON line `{"warning": {"message"}}`, so a
+        program reading stderr as JSON lines is not broken by it."""
+        if self.json:
+            import json
+
+            message = text.removeprefix("warning: ")
+            self.err.write(self._masked(json.dumps({"warning": {"message": message}})) + "\n")
+            self.err.flush()
+            return
         print(self._masked(text), file=self.err, flush=True)
 
     def error(self, error) -> None:
@@ -222,9 +253,7 @@ class Output:
     def _json(self, data, stream: TextIO) -> None:
         import json
 
-        stream.write(json.dumps(data, indent=2, ensure_ascii=False))
-        stream.write("\n")
-        stream.flush()
+        write_text(stream, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def document(self, data) -> None:
         self._json(data, self.out)
@@ -235,10 +264,10 @@ class Output:
         lines = [_clean(data.get("status"))]
         if data.get("message"):
             lines.append(_clean(data["message"]))
-        self.out.write("\n".join(lines) + "\n")
+        write_text(self.out, "\n".join(lines) + "\n")
 
     def run_ids(self, *run_ids: str) -> None:
-        self.out.write("".join(f"{run_id}\n" for run_id in run_ids))
+        write_text(self.out, "".join(f"{run_id}\n" for run_id in run_ids))
 
     def runs_table(self, runs: list[dict], *, more: bool = False, quiet: bool = False,
                    now: float | None = None) -> None:
@@ -253,15 +282,23 @@ class Output:
         when = _relative_time(now) if terminal else _clean
         header = ("ID", "STATUS", "PROFILE", "EXIT", "DURATION", "CREATED", "COMMAND")
         rows = [header] + [
-            (_clean(r.get("id")), _clean(r.get("status")), _clean(r.get("profile")),
-             _clean(r.get("exit_code")), duration(_run_seconds(r)), when(r.get("created_at")),
-             command_text(r.get("command")))
+            (_one_line(r.get("id")), _one_line(r.get("status")), _one_line(r.get("profile")),
+             _one_line(r.get("exit_code")), duration(_run_seconds(r)),
+             _one_line(when(r.get("created_at"))), command_text(r.get("command")))
             for r in runs
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+        # The command is cut to what is left of the terminal's width (its full text is in
+        # `show` and `--json`), so one long command cannot make every row wrap.
+        command_width = PIPE_COMMAND_WIDTH
+        if terminal:
+            import shutil
+
+            columns = shutil.get_terminal_size().columns
+            command_width = max(MIN_COMMAND_WIDTH, columns - sum(widths) - 2 * len(widths))
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
-                 + "  " + row[-1] for row in rows]
-        self.out.write("\n".join(line.rstrip() for line in lines) + "\n")
+                 + "  " + _shorten(row[-1], command_width) for row in rows]
+        write_text(self.out, "\n".join(line.rstrip() for line in lines) + "\n")
         if more and terminal:
             self.message(f"{len(runs)} shown; more with --limit or --all")
 
@@ -272,9 +309,8 @@ class Output:
                  "started_at", "finished_at", "usage", "output_truncated")
         # Fields a newer API added: kept and shown, never dropped.
         extra = [k for k in run if k not in known and k not in ("stdout", "stderr")]
-        labels = {k: "ID" if k == "id" else k.replace("_", " ").capitalize() for k in known}
+        labels = {k: _label(k) for k in (*known, *extra)}
         labels["usage"] = "Duration"
-        labels.update({k: _clean(k) for k in extra})  # as the API names them, for --json users
         width = max(len(label) for label in labels.values()) + 2
         def text(key: str) -> str:
             if key == "command":
@@ -290,8 +326,8 @@ class Output:
             text = run.get(name)
             if isinstance(text, str) and text:
                 lines.append(f"--- {name} ---")
-                lines.append(text.rstrip("\n"))
-        self.out.write("\n".join(lines) + "\n")
+                lines.append(_clean(text.rstrip("\n")))
+        write_text(self.out, "\n".join(lines) + "\n")
 
     def chunk(self, stream_name: str, data: bytes) -> None:
         """Live output from a run, to the matching local stream, byte for byte."""
@@ -527,13 +563,30 @@ def _relative_time(now: float | None):
     return show
 
 
+def write_text(stream: TextIO, text: str) -> None:
+    """A result on stdout, through `write_bytes` where the stream has a byte buffer, so a
+    closed pipe is noticed the same way for tables and documents as for a run's output."""
+    if getattr(stream, "buffer", None) is None:
+        stream.write(text)
+        stream.flush()
+        return
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    write_bytes(stream, text.encode(encoding, "replace"))
+
+
 def write_bytes(stream: TextIO, data: bytes) -> None:
     """Write a run's output unchanged: through the byte buffer when the stream has one,
     so no newline translation or encoding error can alter it."""
     stream.flush()
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
-        buffer.write(data)
+        # A write to a pipe whose reader left can return a partial count instead of
+        # raising (the BrokenPipeError comes on the next write): write until every byte is
+        # out, so a closed pipe is always noticed, whatever the timing.
+        view = memoryview(data)
+        while view:
+            written = buffer.write(view)
+            view = view[written if written else len(view):]
         buffer.flush()
     else:
         stream.write(data.decode("utf-8", "replace"))

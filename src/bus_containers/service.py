@@ -324,10 +324,11 @@ class ContainersClient(TransferCalls):
                                         retry_after=retry_after, on_poll=on_poll)
             yield _end_event(run)
             return
-        # A run finished within the create call carries its output as text; only when that
-        # text is lossy (bytes that were not UTF-8 show as U+FFFD) are the exact bytes
-        # worth a second request.
-        if not is_finished(run) or _lossy(run):
+        # A run finished within the create call carries its output as two texts, which
+        # lose the order in which its stdout and stderr lines were written, and bytes that
+        # were not UTF-8. When either matters (both streams wrote, or the text is lossy),
+        # the logs endpoint gives the exact bytes in order, each chunk with its stream.
+        if not is_finished(run) or _lossy(run) or _both_streams(run):
             streamed = False
             try:
                 for event in self.iter_logs(run["id"], follow=True, deadline=deadline):
@@ -724,6 +725,10 @@ def _held(preference_applied: str | None) -> bool:
 def _end_event(run: dict) -> dict:
     return {"event": "end", "status": run.get("status"), "exit_code": run.get("exit_code"),
             "output_truncated": run.get("output_truncated"), "run": run}
+
+
+def _both_streams(run: dict) -> bool:
+    return all(isinstance(run.get(name), str) and run[name] for name in ("stdout", "stderr"))
 
 
 def _lossy(run: dict) -> bool:

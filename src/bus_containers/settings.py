@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +51,22 @@ def resolve_config_dir(host_obj: object, env: Mapping[str, str]) -> Path:
         return Path(from_host)
     if env.get("BUS_CONFIG_DIR"):
         return Path(env["BUS_CONFIG_DIR"])
-    import platformdirs
+    return default_config_dir()
 
-    return Path(platformdirs.user_config_dir("bus"))
+
+def default_config_dir(platform: str | None = None) -> Path:
+    """`$XDG_CONFIG_HOME/bus` or `~/.config/bus` on Linux AND macOS (platformdirs' Unix
+    rules: where `bus auth token` saves the token, as the docs say), platformdirs' own
+    folder on Windows. Not `platformdirs.user_config_dir` on macOS: that is
+    `~/Library/Application Support/bus`, where no token is ever saved."""
+    platform = sys.platform if platform is None else platform
+    if platform == "win32":
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir("bus", appauthor=False))
+    from platformdirs.unix import Unix
+
+    return Path(Unix("bus").user_config_dir)
 
 
 def resolve_config_dir_and_source(host_obj: object, env: Mapping[str, str]

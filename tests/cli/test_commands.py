@@ -669,7 +669,7 @@ def test_show_human(cli, requests_mock):
     assert result.exit_code == 0
     out = result.stdout
     assert "run_s" in out and "succeeded" in out and "printf OK" in out
-    assert "region" in out and "eu-1" in out  # unknown fields shown
+    assert "\nRegion:" in out and "eu-1" in out  # unknown fields shown, labelled alike
     assert "--- stdout ---\nhello" in out and "--- stderr ---\noops" in out
     assert result.stderr == ""
 

@@ -40,10 +40,19 @@ def test_message_on_stderr_and_silent_with_json():
 
 
 def test_warning_always_on_stderr_and_masked():
+    output, out, err = make()
+    output.redact = "s3cr3t"
+    output.warning("warning: value s3cr3t here")
+    assert out.getvalue() == "" and err.getvalue() == "warning: value *** here\n"
+
+
+def test_a_warning_under_json_is_a_json_line_on_stderr():
+    """issue 12 bug 10: a program reading --json stderr as JSON lines is not broken."""
     output, out, err = make(json_mode=True)
     output.redact = "s3cr3t"
-    output.warning("value s3cr3t here")
-    assert out.getvalue() == "" and err.getvalue() == "value *** here\n"
+    output.warning("warning: value s3cr3t here")
+    assert out.getvalue() == ""
+    assert json.loads(err.getvalue()) == {"warning": {"message": "value *** here"}}
 
 
 def test_error_human_paragraph():
@@ -98,7 +107,7 @@ def test_run_detail_shows_unknown_fields_and_output():
     output.run_detail(run_obj("r1", stdout="a\nb\n", stderr="", gpu={"count": 1}))
     text = out.getvalue()
     assert re.match(r"ID: +r1\n", text)
-    assert re.search(r"\ngpu: +\{\"count\": 1\}\n", text)  # JSON, not a Python repr
+    assert re.search(r"\nGpu: +\{\"count\": 1\}\n", text)  # JSON, not a Python repr
     assert re.search(r"\nOutput truncated: false\n", text)  # labels never run into values
     assert "--- stdout ---\na\nb\n" in text
     assert "--- stderr ---" not in text
@@ -110,14 +119,14 @@ def test_run_output_writes_bytes_unchanged(requests_mock):
     from bus_containers.service import ContainersClient
 
     requests_mock.post(BASE + "/runs", status_code=201,
-                       json=run_obj(stdout="a\r\nb\x1b[0m\udcff", stderr="e\n"))
+                       json=run_obj(stdout="a\r\nb\x1b[0m\udcff", stderr=""))
     out, err = BytesText(), BytesText()
     output = render.Output(out=out, err=err)
     for event in ContainersClient(BASE.rsplit("/api/", 1)[0], TOKEN).follow_run(["x"]):
         if "data" in event:
             output.chunk(event["stream"], event["data"])
     assert out.value() == b"a\r\nb\x1b[0m\xff"
-    assert err.value() == b"e\n"
+    assert err.value() == b""
 
 
 def test_run_output_json_is_the_run():

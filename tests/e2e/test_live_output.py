@@ -188,12 +188,15 @@ def test_progress_line_on_a_terminal_never_in_a_pipe(emulator, tmp_path):
     assert piped.code == 0 and "\x1b[K" not in piped.stderr and "\r" not in piped.stderr
 
 
-def test_ctrl_c_while_the_create_call_is_held_still_names_the_run(emulator, tmp_path):
+@pytest.mark.parametrize("json_flag", [False, True], ids=["human", "json"])
+def test_ctrl_c_while_the_create_call_is_held_still_names_the_run(emulator, tmp_path,
+                                                                  json_flag):
     """The create call may be held a second (Prefer: wait): a Ctrl-C then still gets the
-    run's id once the answer arrives, and the run keeps going."""
+    run's id once the answer arrives, and the run keeps going. Issue 12 bug 2: the same
+    with --json (it used to say only "a run may have been created")."""
     env, token, _ = account(emulator, tmp_path)
-    proc = spawn(["bus-containers", "run", "--", "sh", "-c", "sleep 3"], env,
-                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(["bus-containers", "run", *(["--json"] if json_flag else []), "--",
+                  "sh", "-c", "sleep 3"], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     path = "/api/v1/containers/runs"
     deadline = time.monotonic() + 10
     while emulator.attempts("POST", path) < 1:  # the create call is on its way
@@ -202,7 +205,45 @@ def test_ctrl_c_while_the_create_call_is_held_still_names_the_run(emulator, tmp_
     _, err = proc.communicate(timeout=30)
     text = err.decode()
     assert proc.returncode == 130, text
-    run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
+    if json_flag:
+        error = json.loads(text)["error"]  # the one JSON document on stderr
+        assert error["code"] == "interrupted" and error["exit_code"] == 130
+        run_id = error["run_id"]
+        assert f"Detached from run {run_id}" in error["message"]
+        text = error["guidance"]
+    else:
+        run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
     assert f"bus-containers delete {run_id}" in text and "Traceback" not in text
     shown = run_cli(["bus-containers", "show", "--json", run_id], env=env, secrets=(token,))
     assert json.loads(shown.stdout)["status"] in ("running", "succeeded")
+
+
+def test_a_quick_run_prints_stdout_and_stderr_in_the_order_written(emulator, tmp_path):
+    """Issue 12 bug 1: a run that ends within the create call used to print all of its
+    stdout, then all of its stderr."""
+    env, _, _ = account(emulator, tmp_path)
+    script = "for i in 1 2 3; do echo out$i; sleep 0.1; echo err$i >&2; sleep 0.1; done"
+    got = subprocess.run([str(BIN / "bus-containers"), "run", "--", "sh", "-c", script],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    lines = [line for line in got.stdout.decode().splitlines()
+             if not line.startswith("Run run_")]
+    assert got.returncode == 0, got.stdout
+    assert lines == ["out1", "err1", "out2", "err2", "out3", "err3"]
+
+
+@pytest.mark.parametrize("script", ["seq 1 100000", "sleep 1.2; seq 1 100000"],
+                         ids=["quick", "streamed"])
+def test_a_reader_that_goes_away_is_exit_141_on_every_path(emulator, tmp_path, script):
+    """Issue 12 bug 6: `run -- seq 1 100000 | head -1` exited 0 when the output came in the
+    create answer (a partial write was taken for a full one), 141 when streamed. The
+    output is far larger than the pipe's buffer, so the outcome does not depend on timing."""
+    env, _, _ = account(emulator, tmp_path)
+    proc = spawn(["bus-containers", "run", "--", "sh", "-c", script], env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # `head -1` exits
+    err = proc.stderr.read()
+    proc.wait(timeout=30)
+    assert first == b"1\n"
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"Error" not in err

@@ -34,9 +34,15 @@ def _env(name: str) -> str | None:
 
 
 def default_config_dir() -> str:
+    """`~/.config/bus` (or `$XDG_CONFIG_HOME/bus`) on Linux and macOS, as the plugin reads
+    it: platformdirs' Unix rules, not its macOS `~/Library/Application Support`."""
     import platformdirs
 
-    return platformdirs.user_config_dir("bus")
+    if sys.platform == "win32":
+        return platformdirs.user_config_dir("bus", appauthor=False)
+    from platformdirs.unix import Unix
+
+    return Unix("bus").user_config_dir
 
 
 def _api_url_from_config(config_dir: str) -> str | None:

@@ -54,6 +54,13 @@ def _too_large(limit: int) -> ApiError:
                     headers={"Connection": "close"})
 
 
+def _preview(value: Any) -> str:
+    """The start of a value, for a message that must say which one it is about."""
+    if not isinstance(value, str):
+        return type(value).__name__
+    return repr(value[:20] + "..." if len(value) > 20 else value)
+
+
 def clean_str(value: Any, what: str, *, empty_ok: bool = False, max_len: int = 65536) -> str:
     """A string that can reach argv/env: no NUL, encodable, bounded."""
     if not isinstance(value, str):
@@ -83,13 +90,15 @@ def run_spec(body: Any, config: Config) -> RunSpec:
         raise invalid("command must be a non-empty list of strings")
     if len(command) > MAX_COMMAND_ARGS:
         raise invalid(f"command has more than {MAX_COMMAND_ARGS} arguments")
-    argv = tuple(clean_str(a, "each command argument", empty_ok=True) for a in command)
+    # Name the argument (1 = the program): "each argument" would leave the user searching.
+    argv = tuple(clean_str(a, f"command argument {n} ({_preview(a)})", empty_ok=True)
+                 for n, a in enumerate(command, 1))
     env = body.get("env", {})
     if not isinstance(env, dict) or len(env) > MAX_ENV:
         raise invalid(f"env must be an object of at most {MAX_ENV} string values")
     pairs = []
     for k, v in env.items():
-        clean_str(k, "each env name", max_len=1024)
+        clean_str(k, f"env name {_preview(k)}", max_len=1024)
         if not _ENV_NAME.match(k):
             raise invalid("env names must not contain '='")
         pairs.append((k, clean_str(v, f"env {k!r}", empty_ok=True)))
