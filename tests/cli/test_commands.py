@@ -415,10 +415,11 @@ def test_run_human_stdout_is_exactly_the_remote_stdout(cli, requests_mock):
     assert result.stdout == "OK\nline 2 \t\n"
     assert "warn: x\n" in result.stderr
     assert "run_1" in result.stderr
-    body = requests_mock.last_request.json()
+    create = requests_mock.request_history[0]  # then the logs, for both streams in order
+    body = create.json()
     assert body["profile"] == "codex" and body["command"] == ["sh", "-c", "x"]
     assert "env" not in body
-    headers = requests_mock.last_request.headers
+    headers = create.headers
     assert len(headers["Idempotency-Key"]) == 36
     assert headers["Prefer"].startswith("wait=")
 

@@ -78,7 +78,7 @@ def test_show_labels_every_field_alike(cli, requests_mock):
                                                          usage={"run_seconds": 1.5}))
     shown = cli("show", "run_1").stdout.split("--- stdout ---")[0]
     labels = [row.split(":", 1)[0] for row in shown.splitlines()]
-    assert "Exit code" in labels and "Timeout seconds" in labels and "Usage" in labels
+    assert "Exit code" in labels and "Timeout seconds" in labels and "Duration" in labels
     assert not [label for label in labels if "_" in label or label[:1].islower()], labels
 
 
