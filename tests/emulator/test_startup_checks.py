@@ -144,3 +144,11 @@ def test_secrets_are_generated_once_0600_in_a_0700_dir(tmp_path):
     again = emulator("token", "--sub", "a", "--state-dir", str(state))
     assert again.returncode == 0
     assert (state / "jwt-secret").read_bytes() == secret  # kept, not regenerated
+
+
+def test_a_state_dir_others_can_only_read_is_closed(tmp_path):
+    state = good_state(tmp_path)
+    state.chmod(0o755)
+    out = emulator("token", "--sub", "a", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+    assert state.stat().st_mode & 0o777 == 0o700

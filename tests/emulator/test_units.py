@@ -178,11 +178,17 @@ def test_is_loopback(addr, expected):
     ("GET", "/_emulator/stats"), ("POST", "/_emulator/faults"), ("DELETE", "/_emulator/faults"),
     ("POST", "/_emulator/seed"), ("POST", "/_emulator/accounts"), ("POST", "/api/v1/auth/token"),
 ])
-def test_admin_and_token_endpoints_refuse_remote_clients(app, method, path):
+def test_admin_and_token_endpoints_refuse_remote_clients(app, method, path, tmp_path):
     client = Client(app)
     r = client.open(path, method=method, json={}, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert r.status_code == 403
     assert r.get_json()["error"]["code"] == "forbidden"
+    # Even with the admin key, and headers claiming a loopback client: the peer counts.
+    key = (tmp_path / "admin-key").read_text().strip()  # the app fixture's state dir
+    r = client.open(path, method=method, json={}, environ_base={"REMOTE_ADDR": "10.1.2.3"},
+                    headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": "127.0.0.1",
+                             "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"})
+    assert r.status_code == 403
 
 
 def test_serve_in_thread_helper(tmp_path):

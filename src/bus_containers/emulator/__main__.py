@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve = sub.add_parser("serve", help="serve the API")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0 picks a free port")
-    serve.add_argument("--state-dir", type=Path, help="secret, default account, config")
+    serve.add_argument("--state-dir", type=Path,
+                       help="secrets (jwt-secret, admin-key), default account, config")
     serve.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
     serve.add_argument("--faults", type=Path, help='JSON file {"faults": [...]} loaded at start')
     token = sub.add_parser("token", help="print a token signed by this emulator's secret")

@@ -38,6 +38,14 @@ def ensure_state_dir(state_dir: Path) -> Path:
     if st.st_mode & 0o022:
         raise StateError(f"state dir {state_dir} is writable by group or others "
                          f"(mode {st.st_mode & 0o777:o}); run: chmod 700 {state_dir}")
+    if st.st_mode & 0o077:
+        # Readable by others but not writable: nothing can have been planted, so closing
+        # it (runs' output and the database live here too) is safe and needs no one.
+        try:
+            os.chmod(state_dir, 0o700)
+        except OSError as e:
+            raise StateError(f"cannot close state dir {state_dir} to mode 700: "
+                             f"{e.strerror or e}") from None
     return state_dir
 
 
