@@ -6,6 +6,7 @@ to a uid no account has (no account is added to the machine), with a state dir i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -41,7 +42,10 @@ if os.geteuid() != 0:  # pragma: no cover - CI and this machine class run as roo
 
 def unused_uid() -> int:
     """A uid with no account and no process (below the emulator's per-run range)."""
-    busy = {os.stat(f"/proc/{p}").st_uid for p in os.listdir("/proc") if p.isdigit()}
+    busy = set()
+    for pid in os.listdir("/proc"):
+        with contextlib.suppress(OSError):  # a process may end while we look
+            busy.add(os.stat(f"/proc/{pid}").st_uid)
     while True:
         uid = random.randrange(1_500_000_000, 1_900_000_000)
         try:

@@ -180,7 +180,7 @@ def test_a_run_cannot_mount_escalate_or_write_outside_its_own_dirs(emu, bob):
     assert out["CapEff"] == out["CapBnd"] == "0000000000000000" and out["NoNewPrivs"] == "1"
 
 
-@pytest.mark.parametrize("end", ["exit", "delete", "timeout"])
+@pytest.mark.parametrize("end", ["exit", "delete", "cancel", "timeout"])
 def test_a_setsid_escapee_is_gone_within_2s_of_the_end(emu, bob, end):
     marker = f"escapee-{uuid.uuid4().hex}"
     tail = "" if end == "exit" else "; sleep 300"
@@ -196,6 +196,9 @@ def test_a_setsid_escapee_is_gone_within_2s_of_the_end(emu, bob, end):
         assert marked(marker), "the escapee is not running"
         if end == "delete":
             assert bob.request("DELETE", f"/runs/{run_id}").status_code == 204
+        elif end == "cancel":
+            assert bob.request("POST", f"/runs/{run_id}/cancel").status_code == 200
+            assert bob.get(f"/runs/{run_id}").json()["status"] == "cancelled"
         else:
             assert bob.wait(run_id)["status"] == "timed_out"
         ended = time.monotonic()
@@ -203,6 +206,7 @@ def test_a_setsid_escapee_is_gone_within_2s_of_the_end(emu, bob, end):
     while time.monotonic() - ended < GONE_SECONDS and (left := marked(marker)):
         time.sleep(0.02)
     assert not marked(marker), f"escapee still alive {GONE_SECONDS} s after {end}: {left}"
+    print(f"escapee gone {1000 * (time.monotonic() - ended):.0f} ms after {end}")
 
 
 def test_a_setsid_escapee_dies_with_a_sigkilled_emulator(started):
