@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -206,3 +207,26 @@ def test_stdin_streams_byte_exact_with_bounded_memory(user, tmp_path):
     empty, out, _ = peak_rss_kb([cli, "run", "-i", "--", "wc", "-c"], os.devnull)
     assert out.strip() == b"0"
     assert resource  # the probe uses it in the child
+
+
+def test_ctrl_c_while_sending_stdin_detaches(user):
+    """Our stdin still open (a producer that has not finished): Ctrl-C detaches as
+    always, names the run, and the run gets EOF where the sending stopped."""
+    env, token = user
+    proc = subprocess.Popen([str(BIN / "bus-containers"), "run", "-i", "--", "sh", "-c",
+                             "head -c 6; echo; cat > /dev/null; echo eof-seen"],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(b"hello\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"hello\n"  # streamed while stdin is still open
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    text = err.decode()
+    run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
+    assert "Traceback" not in text and token not in text
+    done = run_cli(["bus-containers", "wait", run_id], env=env)
+    assert done.code == 0  # the connection went with us: the command saw EOF and ended
+    logs = run_cli(["bus-containers", "logs", run_id], env=env)
+    assert logs.stdout.endswith("eof-seen\n")

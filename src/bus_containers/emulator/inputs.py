@@ -126,13 +126,23 @@ class RunInputs:
 
 
 def _body(request: Request) -> Iterator[bytes]:
-    """The request body in chunks as it arrives (chunked or with a length)."""
+    """The request body in pieces as they arrive (chunked or with a length).
+
+    werkzeug's development server de-chunks a chunked body in `readinto`, which waits
+    until the whole buffer is full: a `run -i` whose user typed one line would wait for
+    64 KiB. So from that reader we ask for what its current chunk still holds (its `_len`;
+    one byte at a chunk boundary, which makes it read the next chunk's size)."""
     stream = request.stream
+    dechunker = stream if hasattr(stream, "_len") and hasattr(stream, "_done") else None
     while True:
+        size = CHUNK
+        if dechunker is not None:
+            left = dechunker._len
+            size = min(left, CHUNK) if left > 0 else 1
         try:
-            chunk = stream.read(CHUNK)
-        except HTTPException:
-            return  # the client went away mid-body
+            chunk = stream.read(size)
+        except (HTTPException, OSError):
+            return  # the client went away mid-body (or sent a broken chunk)
         if not chunk:
             return
         yield chunk
