@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from bus_containers.emulator import cgroups
 from bus_containers.emulator import sandbox as sandbox_mod
 from bus_containers.emulator.cgroups import Cgroups
-from bus_containers.emulator.config import Profile
+from bus_containers.emulator.config import ConfigError, Profile
 from bus_containers.emulator.sandbox import LaunchSpec, Sandbox
 
 
@@ -99,3 +100,19 @@ def test_probe_failure_means_isolation_none(tmp_path, monkeypatch):
     assert box.describe() == "isolation: none (util-linux tool(s) not found: no-such-tool-xyz)"
     done = launch(box, ["sh", "-c", "echo plain"])
     assert done.stdout == "plain\n"
+
+
+def test_required_isolation_refuses_to_start_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox_mod, "TOOLS", ("no-such-tool-xyz",))
+    monkeypatch.setenv(sandbox_mod.ISOLATION_ENV, "required")
+    with pytest.raises(ConfigError, match="runs cannot be isolated here: util-linux tool"):
+        Sandbox(tmp_path)
+
+
+def test_loopback_comes_up_without_iproute2(sandbox, monkeypatch):
+    monkeypatch.setattr(sandbox, "_lo_tool", sys.executable)  # no `ip`: Python's ioctl
+    done = launch(sandbox, ["python3", "-c", "import socket; s = socket.socket(); "
+                                             "s.bind(('127.0.0.1', 0)); s.listen(); "
+                                             "socket.create_connection(s.getsockname()); "
+                                             "print('lo up')"])
+    assert done.stdout == "lo up\n", done.stderr

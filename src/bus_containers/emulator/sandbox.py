@@ -43,10 +43,11 @@ from pathlib import Path
 
 from . import cgroups
 from .cgroups import Cgroups
-from .config import Profile
+from .config import ConfigError, Profile
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-ISOLATION_ENV = "BUS_CONTAINERS_EMULATOR_ISOLATION"  # "none" turns namespaces off
+# "none" turns namespaces off; "required" refuses to start without them; else "auto".
+ISOLATION_ENV = "BUS_CONTAINERS_EMULATOR_ISOLATION"
 TOOLS = ("setpriv", "unshare", "prlimit", "mount", "umount", "pivot_root", "sh")
 TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Per-run uids (root only): a range far above any account's or subuid range's usual place,
@@ -166,6 +167,10 @@ class Sandbox:
         self._lo_tool = shutil.which("ip", path=TOOL_PATH) or sys.executable
         self._tools: dict[str, str | None] = {}
         self._probe()
+        if self.mode == "none" and _wanted() == "required":
+            # For a shared machine: better no emulator than one whose runs are not apart.
+            raise ConfigError(f"{ISOLATION_ENV}=required, but runs cannot be isolated here: "
+                              f"{self.reason}")
 
     # -- what is in force -------------------------------------------------------------
     def describe(self) -> str:
@@ -177,7 +182,7 @@ class Sandbox:
         return f"isolation: namespaces ({who}, {limits})"
 
     def _probe(self) -> None:
-        if os.environ.get(ISOLATION_ENV, "").strip().lower() == "none":
+        if _wanted() == "none":
             self.reason = f"turned off by {ISOLATION_ENV}=none"
             return
         if not sys.platform.startswith("linux"):
@@ -374,6 +379,10 @@ def apply_limits(limits: list[tuple[int, int]]):
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+def _wanted() -> str:
+    return os.environ.get(ISOLATION_ENV, "auto").strip().lower()
+
 
 def _fstab_escape(path: str) -> str:
     # fstab fields are separated by blanks; libmount decodes these octal escapes.
