@@ -72,3 +72,24 @@ def test_no_summary_when_stderr_is_not_a_terminal(tmp_path):
     assert run(RunOptions(["true"], workspace=str(tmp_path)), client, out) == 0
     assert "changed" not in err.getvalue()
     assert client.follow_kwargs["stdin"] is False
+
+
+def test_upload_progress_only_after_a_second_and_only_on_a_terminal(monkeypatch):
+    from bus_containers import render
+
+    now = [100.0]
+    monkeypatch.setattr(render.time, "monotonic", lambda: now[0])
+    err = Tty()
+    progress = Output(err=err).upload_progress()
+    progress.update(1_000_000, 4_000_000)  # under a second: nothing
+    assert err.getvalue() == ""
+    now[0] += 1.5
+    progress.update(2_000_000, 4_000_000)
+    assert "sending workspace 50% (2.0 MB of 4.0 MB)" in err.getvalue()
+    progress.stop()
+    assert err.getvalue().endswith("\r\x1b[K")  # erased at the end
+    piped = io.StringIO()
+    quiet = Output(err=piped).upload_progress()
+    now[0] += 5
+    quiet.update(1, 2)
+    assert piped.getvalue() == ""
