@@ -219,10 +219,19 @@ def extract_download(stream: BinaryIO, dest: str | os.PathLike, source: str) -> 
     becomes `dest` (or goes into it, when `dest` is an existing directory). Unsafe
     members are refused (tarsafe). The paths written, relative to where they went."""
     dest = Path(dest)
+    try:
+        return _extract_download(stream, dest, source)
+    except OSError as exc:  # DEST not writable, a file where a directory goes, a full disk
+        where = exc.filename or dest
+        raise e.WorkspaceError(f"cannot write {str(where)!r}: {exc.strerror or exc}",
+                               path=str(where)) from None
+
+
+def _extract_download(stream: BinaryIO, dest: Path, source: str) -> list[str]:
     parent = dest if dest.is_dir() else dest.parent
     if not parent.is_dir():
         raise e.WorkspaceError(f"{str(parent)!r} is not a directory", path=str(parent))
-    staging = Path(tempfile.mkdtemp(prefix=".bus-cp-", dir=parent))
+    staging: Path | None = Path(tempfile.mkdtemp(prefix=".bus-cp-", dir=parent))
     try:
         try:
             tarsafe.extract(stream, staging)

@@ -233,3 +233,14 @@ def test_a_repository_git_refuses_to_read_is_an_error_not_every_file(tmp_path):
     with pytest.raises(e.WorkspaceError) as info:
         ws.collect(root)
     assert "dubious ownership" in info.value.message
+
+
+def test_cp_over_something_it_cannot_replace_is_a_clear_error(tmp_path):
+    folder = crafted(("out", tarfile.DIRTYPE, ""), ("out/a", tarfile.REGTYPE, "a"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(e.WorkspaceError) as info:
+        ws.extract_download(io.BytesIO(folder), tmp_path / "afile", "out")
+    assert "cannot write" in info.value.message
+    assert not list(tmp_path.glob(".bus-cp-*"))
+    with pytest.raises(e.WorkspaceError):
+        ws.extract_download(io.BytesIO(folder), tmp_path / "no" / "such" / "dir", "out")
