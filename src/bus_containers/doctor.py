@@ -196,7 +196,7 @@ def _network(found: _Found, invocation: Invocation, deadline: float,
 
     started = time.perf_counter()
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = _resolve(host, port, left())
     except (OSError, UnicodeError) as exc:
         return fail(f"cannot resolve {host}: {_reason(exc)}",
                     f"Check the host name of {where}.")
@@ -224,8 +224,7 @@ def _network(found: _Found, invocation: Invocation, deadline: float,
                                   and COMMANDS["status"].scope not in found.scopes):
         return Check("network", "reachability", "ok",
                      f"{_timings(ms)}; status call skipped (no usable token)", ms=ms)
-    client = make_client(found.origin, found.token,
-                         timeout=max(0.1, deadline - time.monotonic()))
+    client = make_client(found.origin, found.token, timeout=2 * left())
     found.client = client
     started = time.perf_counter()
     try:
@@ -296,6 +295,32 @@ def _billing(found: _Found, invocation: Invocation) -> Check:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _resolve(host: str, port: int, seconds: float) -> list:
+    """getaddrinfo with a limit: the resolver has no timeout of its own, so it runs in a
+    thread that is abandoned when late (a broken DNS must not hang `doctor`)."""
+    import threading
+
+    result: list = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            result.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=lookup, name="doctor-dns", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError("timed out")
+    if failure:
+        raise failure[0]
+    if not result:
+        raise OSError("no address")
+    return result
+
+
 def _needed_scopes() -> dict[str, str]:
     return {name: facts.scope for name, facts in COMMANDS.items() if facts.scope}
 
