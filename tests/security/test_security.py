@@ -427,9 +427,8 @@ def _is_root() -> bool:
 
 ROOT_ONLY = pytest.mark.skipif(
     not _is_root(),
-    reason="the emulator is not running as root, so runs execute as the same user and can "
-           "read its state dir and /proc/<pid>/environ (documented in docs/emulator.md, "
-           "'What it is not')")
+    reason="needs root (the emulator then runs commands as other uids); tests/isolation "
+           "covers a non-root emulator, started through setpriv as an unused uid")
 
 
 def _snoop_commands(emu) -> dict[str, list[str]]:
