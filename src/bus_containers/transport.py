@@ -65,7 +65,7 @@ def read_body(response, url: str, expired: Callable[[], bool] = lambda: False) -
             # A server that drips its answer never trips a socket timeout: the command's
             # own deadline is checked between reads.
             raise e.CommandTimeout(f"the answer from {url} was still arriving at the "
-                                   "end of the timeout", guidance="Try again, or raise --timeout.")
+                                   "end of the timeout")
     return b"".join(chunks)
 
 
