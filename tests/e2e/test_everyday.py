@@ -54,6 +54,13 @@ class Account:
         headers = {**self.emu.auth(self.token), **kw.pop("headers", {})}
         return requests.request(method, self.emu.api(path), timeout=30, headers=headers, **kw)
 
+    def finished_run(self, command: list[str]) -> dict:
+        """A run made through the API (cheaper than a CLI process), once it has finished."""
+        created = self.api("POST", "/runs", json={"profile": "codex", "command": command},
+                           headers={"Prefer": "wait=20"})
+        assert created.status_code == 201, created.text
+        return created.json()
+
     def wait_for_output(self, run_id: str, want: bytes) -> None:
         """Block (on the follow stream, no polling) until the run has printed `want`."""
         seen = b""
@@ -82,13 +89,11 @@ def test_usage_shows_three_more_runs_and_their_run_seconds(account):
     before = account.cli("usage", "--json")
     assert before.code == 0, before.stderr
     before = json.loads(before.stdout)
-    for _ in range(3):
-        assert account.cli("run", "-q", "--", "sleep", "0.2").code == 0
+    runs = [account.finished_run(["sleep", "0.2"]) for _ in range(3)]
     after = json.loads(account.cli("usage", "--json").stdout)
     assert after["used"]["runs_per_period"] == before["used"]["runs_per_period"] + 3
-    runs = json.loads(account.cli("runs", "--json").stdout)
     metered = sum(r["usage"]["run_seconds"] for r in runs)
-    assert len(runs) == 3 and metered >= 0.6
+    assert metered >= 0.6
     gained = after["used"]["run_seconds_per_period"] - before["used"]["run_seconds_per_period"]
     assert abs(gained - metered) < 0.01
     human = account.cli("usage")
@@ -146,29 +151,40 @@ def test_cancel_stops_a_sleep_keeps_its_logs_and_leaves_finished_runs_alone(acco
     mine = {pid: start for pid, start in account.emu.descendants().items()
             if pid in _sleepers(account.emu) - before}
     assert mine
-    started = time.monotonic()
     cancelled = account.cli("cancel", run_id)
-    elapsed = time.monotonic() - started
     assert (cancelled.code, cancelled.stderr) == (0, f"Cancelled {run_id}\n")
-    assert elapsed < 2.0
     assert not alive(mine), "the run's sleep outlived its cancel"
-    shown = json.loads(account.cli("show", "--json", run_id).stdout)
-    assert shown["status"] == "cancelled"
+    # within 2 s of the request: the server's own timing (the CLI's start-up is not the
+    # cancel's, and a loaded CI machine would make a wall-clock bound flaky)
+    assert _server_ms(account.emu, f"POST /api/v1/containers/runs/{run_id}/cancel") < 2000
+    assert account.api("GET", f"/runs/{run_id}").json()["status"] == "cancelled"
     logs = account.cli("logs", run_id)
     assert (logs.code, logs.stdout) == (0, "started\n")
     # a finished run: left as it is, and said so
-    account.cli("run", "-q", "--", "true")
-    finished = json.loads(account.cli("runs", "--json", "--limit", "1").stdout)[0]
+    finished = account.finished_run(["true"])
     again = account.cli("cancel", "--json", finished["id"])
     assert again.code == 0
     assert json.loads(again.stdout) == {"cancelled": [], "finished": [finished["id"]],
                                         "not_found": []}
-    after = json.loads(account.cli("show", "--json", finished["id"]).stdout)
+    after = account.api("GET", f"/runs/{finished['id']}").json()
     assert (after["status"], after["finished_at"]) == ("succeeded", finished["finished_at"])
     # another account's run is not found, and stays as it was
     other = Account(account.emu, tmp_path)
     stranger = other.cli("cancel", finished["id"])
     assert (stranger.code, stranger.stderr) == (3, f"Not found: {finished['id']}\n")
+
+
+def _server_ms(emu, request: str) -> float:
+    """How long the emulator took to answer `request` (its request log line, written as
+    the answer is closed: looked for with a deadline)."""
+    pattern = re.compile(re.escape(request) + r" 200 ([\d.]+)ms")
+    deadline = time.monotonic() + 10
+    while True:
+        found = pattern.findall(emu.log_tail(1 << 20))
+        if found:
+            return float(found[-1])
+        assert time.monotonic() < deadline, f"no log line for {request}"
+        time.sleep(0.05)
 
 
 # -- logs --tail, --since, -t ------------------------------------------------------------------
@@ -177,8 +193,7 @@ FIVE_LINES = "for i in 1 2 3 4 5; do echo line$i; sleep 0.15; done"
 
 
 def test_logs_tail_timestamps_and_since(account):
-    assert account.cli("run", "-q", "--", "sh", "-c", FIVE_LINES).code == 0
-    run_id = account.cli("runs", "-q").stdout.split()[0]
+    run_id = account.finished_run(["sh", "-c", FIVE_LINES])["id"]
     tail = account.cli("logs", "--tail", "2", "-t", run_id)
     assert tail.code == 0
     lines = tail.stdout.splitlines()
@@ -304,7 +319,7 @@ def test_completion_against_a_silent_server_gives_up_quietly(account):
         server.listen(8)
         env = {**account.env, "BUS_AI_API_URL": f"http://127.0.0.1:{server.getsockname()[1]}"}
         out, elapsed = _complete(env, "bus-containers show ")
-    assert out.strip() == "" and elapsed < 5
+    assert out.strip() == "" and elapsed < 10  # the lookup gives up after 1.5 s
     no_token = {k: v for k, v in account.env.items() if k != "BUS_AI_TOKEN"}
     assert _complete(no_token, "bus-containers show ")[0].strip() == ""
 
