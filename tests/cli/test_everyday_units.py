@@ -134,3 +134,26 @@ def test_completion_lookup_has_a_wall_clock_limit(monkeypatch):
         assert completion.recent_runs({}, seconds=0.2) == []
     finally:
         release.set()
+
+
+def test_help_reads_well_for_every_command():
+    """run first in the list; readable metavars (no INTEGER RANGE, no [x>=1]); --status
+    lists its words; aliases resolve and say so."""
+    from click.testing import CliRunner
+
+    from bus_containers.cli import containers
+    from bus_containers.commands import COMMANDS
+
+    runner = CliRunner()
+    listing = runner.invoke(containers, ["--help"], prog_name="bus-containers").output
+    assert listing.split("Commands:")[1].split()[0] == "run"
+    for name in COMMANDS:
+        text = runner.invoke(containers, [name, "--help"], prog_name="bus-containers").output
+        for unreadable in ("INTEGER", "RANGE", "FLOAT", "TEXT", "[x>="):
+            assert unreadable not in text, (name, unreadable)
+    runs = runner.invoke(containers, ["ls", "--help"], prog_name="bus-containers").output
+    assert "Usage: bus-containers runs" in runs and "Alias: ls" in runs
+    assert "running, succeeded, failed, cancelled, timed_out" in " ".join(runs.split())
+    assert "--limit N" in runs
+    assert "Usage: bus-containers delete" in runner.invoke(
+        containers, ["rm", "--help"], prog_name="bus-containers").output
