@@ -120,11 +120,12 @@ def _token(found: _Found, token_file: str | None, env: Mapping[str, str],
     if source.startswith("$"):
         return Check("token", "token", "ok", f"from {source}")
     mode = os.stat(source).st_mode
+    where = f"--token-file {source}" if token_file is not None else source
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return Check("token", "token", "fail",
-                     f"from {source}, which others can read (mode {stat.S_IMODE(mode):04o})",
+                     f"from {where}, which others can read (mode {stat.S_IMODE(mode):04o})",
                      fix=f"chmod 600 {_quoted(source)}", exit_code=ExitCode.AUTH)
-    return Check("token", "token", "ok", f"from {source} (mode {stat.S_IMODE(mode):04o})")
+    return Check("token", "token", "ok", f"from {where} (mode {stat.S_IMODE(mode):04o})")
 
 
 def _claims(found: _Found, invocation: Invocation, now: float) -> Check:

@@ -152,6 +152,9 @@ def test_world_readable_token_file(emu, tmp_path):
     line, fix = _failure(got, "token")
     assert str(path) in line and "mode 0644" in line
     assert fix.split(None, 1)[1] == f"chmod 600 {path}"
+    named = _doctor(clean_env(BUS_AI_API_URL=emu.url, BUS_CONFIG_DIR=str(tmp_path / "none")),
+                    "--token-file", str(path), secrets=(token,))
+    assert f"from --token-file {path}" in _failure(named, "token")[0]
 
 
 def test_billing_required(emu, tmp_path):
