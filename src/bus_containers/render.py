@@ -25,6 +25,8 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u20
 _LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MIN_COMMAND_WIDTH = 20  # the COMMAND column never shrinks below this
 PIPE_COMMAND_WIDTH = 200  # not a terminal: the column is still bounded (full text: --json)
+MAX_MESSAGE_LINE = 1000  # an error's line as a human sees it (--json keeps the whole text)
+MAX_MESSAGE_LINES = 20
 
 
 def _clean(value: object) -> str:
@@ -172,8 +174,11 @@ def error_text(error, invocation: Invocation) -> str:
         lines.append(hint)
     if error.url:
         lines.append(f"See {error.url}")
-    # Messages may come from the server: no control sequence reaches the terminal.
-    return "\n".join(_clean(line) for line in "\n".join(lines).split("\n"))
+    # Messages may come from the server: no control sequence reaches the terminal, and a
+    # server cannot flood it (each line and the line count are bounded).
+    shown = "\n".join(lines).split("\n")
+    return "\n".join(_shorten(_clean(line), MAX_MESSAGE_LINE)
+                     for line in shown[:MAX_MESSAGE_LINES])
 
 
 @dataclass
@@ -246,7 +251,9 @@ class Output:
     def retrying(self, error, delay: float, attempt: int, attempts: int) -> None:
         """A retry the user would otherwise wait through in silence: on a terminal only."""
         if not self.json and _isatty(self.err):
-            print(self._masked(f"{_clean(error.message)}; retrying in {delay:.1f} s "
+            # "\r\x1b[K" first: the line replaces a progress line being drawn, if any.
+            text = _shorten(_clean(error.message), MAX_MESSAGE_LINE)
+            print(self._masked(f"\r\x1b[K{text}; retrying in {delay:.1f} s "
                                f"({attempt}/{attempts})"), file=self.err, flush=True)
 
     # -- stdout --------------------------------------------------------------------------

@@ -191,6 +191,18 @@ def test_on_a_terminal_each_retry_is_announced(cli, requests_mock, monkeypatch):
     assert "retrying" not in quiet.stderr
 
 
+def test_a_server_cannot_flood_the_terminal_with_its_error(cli, requests_mock):
+    message = ("x" * 50_000 + "\n") * 500
+    requests_mock.get(BASE + "/status", status_code=400, json=error_body("invalid_request",
+                                                                         message))
+    result = cli("status")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) <= 20 and max(map(len, lines)) <= 1000
+    whole = json.loads(cli("status", "--json").stderr)["error"]["message"]
+    assert len(whole) == len(message.strip())  # --json keeps every byte for programs
+
+
 def test_docs_cli_examples_are_what_the_cli_prints():
     """docs/cli.md's `status` and `runs` examples, rendered from the data they show."""
     docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
