@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0 picks a free port")
     serve.add_argument("--state-dir", type=Path,
-                       help="secrets (jwt-secret, admin-key), default account, config")
+                       help="secrets (jwt-secret, admin-key), default account, config, and "
+                            "the runs (state.db); without it, runs are kept in memory")
     serve.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
     serve.add_argument("--faults", type=Path, help='JSON file {"faults": [...]} loaded at start')
     token = sub.add_parser("token", help="print a token signed by this emulator's secret")
@@ -111,14 +112,18 @@ def _load_config(path: Path | None, state_dir: Path):
 def _serve(args: argparse.Namespace, state_dir: Path) -> int:
     from .app import EmulatorApp
     from .config import ConfigError
+    from .database import DatabaseError
     from .errors import ApiError
     from .server import build_server, url_of
     from .statedir import StateError
 
     try:
         config = _load_config(args.config, state_dir)
-        app = EmulatorApp(state_dir, config)
-    except (ConfigError, StateError) as e:
+        # Runs are durable only in a state dir the user named; the default one keeps the
+        # token secret, and runs in memory as before.
+        database = state_dir / "state.db" if args.state_dir is not None else None
+        app = EmulatorApp(state_dir, config, database=database)
+    except (ConfigError, StateError, DatabaseError) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"cannot use state dir {state_dir}: {e.strerror or e}")

@@ -30,7 +30,7 @@ from .runner import Runner
 from .sandbox import Sandbox
 from .statedir import read_secret
 from .stdin import StdinFeed
-from .store import RunStore, decode_cursor, encode_cursor
+from .store import RESTARTED, RunStore, decode_cursor, encode_cursor
 from .tokens import ALL_SCOPES, GUIDANCE, Claims, TokenAuthority, default_account
 from .usage import usage_document
 from .workspaces import Workspaces
@@ -49,13 +49,18 @@ OUTPUT_GRACE_SECONDS = 0.02
 
 class EmulatorApp:
     def __init__(self, state_dir: Path, config: Config, *, log: Callable[[str], None] | None
-                 = None):
+                 = None, database: Path | None = None):
+        """`database`: the SQLite file of durable state; None keeps runs in memory."""
         self.config = config
         # Each raises statedir.StateError when the state dir cannot be trusted.
         self.tokens = TokenAuthority(state_dir, config.limits.max_token_ttl_seconds)
         self.credential = AdminCredential(read_secret(state_dir / "admin-key"))
         self.default_sub = default_account(state_dir)
-        self.store = RunStore(config)
+        self._log = log or stderr_log
+        self.store = RunStore(config, database)
+        if self.store.recovered:
+            self._log(f"{self.store.recovered} run(s) active at the last stop are now failed "
+                      f"(reason {RESTARTED})")
         self.workspaces = Workspaces(state_dir)
         # Trees of runs the store no longer has (expired, or a store that does not outlive
         # a restart) go; the others stay with their runs.
@@ -63,7 +68,6 @@ class EmulatorApp:
         self.store.on_removed = self._run_removed
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()
-        self._log = log or stderr_log
         self.sandbox = Sandbox(state_dir)
         self.runner = Runner(self._run_finished, self.sandbox)
         self._log(self.sandbox.describe())
@@ -293,7 +297,7 @@ class EmulatorApp:
         limit, cursor, status, profile, since = validate.list_query(request, self.config)
         seq = decode_cursor(cursor) if cursor is not None else None
         runs, next_seq = self.store.page(claims.sub, limit, seq, status, profile, since)
-        return json_response({"runs": [r.to_json() for r in runs],
+        return json_response({"runs": [r.to_json(summary=True) for r in runs],
                               "next_cursor": encode_cursor(next_seq) if next_seq else None})
 
     def get_run(self, request: Request, run_id: str) -> Response:
@@ -372,6 +376,7 @@ class EmulatorApp:
         self.runner.shutdown()
         for run in self.store.active_runs():
             run.finish("cancelled", None)
+        self.store.close()
 
 
 class _Logged:

@@ -32,7 +32,7 @@ class Limits:
     retention_seconds: float = 24 * 3600
     max_body_bytes: int = MiB
     max_wait_seconds: float = 60
-    # The seed endpoint builds runs in memory; bound it so a typo cannot eat the machine.
+    # The seed endpoint inserts runs in one transaction; bound it so a typo cannot eat the disk.
     max_seed: int = 200_000
     # Tokens living longer than this are refused, and none is issued for longer.
     max_token_ttl_seconds: int = 24 * 3600
@@ -78,6 +78,9 @@ class Plan:
     workspace_files: int | None = 100_000
     storage_bytes: int | None = 4 * GiB
     stdin_bytes: int | None = 4 * GiB
+    # Stored runs per account: past either cap the oldest finished runs are deleted first.
+    stored_runs: int | None = 250_000
+    stored_output_bytes: int | None = 4 * GiB
 
 
 @dataclass(frozen=True)

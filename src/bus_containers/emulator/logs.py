@@ -42,6 +42,8 @@ def stream(run: Run, offset: int, follow: bool, stopping: threading.Event,
             yield json.dumps(end).encode() + b"\n"
             return
         if not follow:
+            if chunks:
+                continue  # a long output comes in several reads
             return
         _wait_for_more(run, pos, stopping)
         if stopping.is_set() or _client_gone(sock):

@@ -306,8 +306,11 @@ class Handle:
 
 
 def serve_in_thread(state_dir: Path | str, config: Config | None = None,
-                    host: str = "127.0.0.1", log=None) -> Handle:
-    app = EmulatorApp(Path(state_dir), config or default_config(), log=log or (lambda _: None))
+                    host: str = "127.0.0.1", log=None, durable: bool = False) -> Handle:
+    """`durable`: keep runs in `<state_dir>/state.db` (as `serve --state-dir`), not in memory."""
+    state_dir = Path(state_dir)
+    app = EmulatorApp(state_dir, config or default_config(), log=log or (lambda _: None),
+                      database=state_dir / "state.db" if durable else None)
     server = build_server(app, host, 0)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="emulator", daemon=True)

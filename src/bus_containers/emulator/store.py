@@ -1,28 +1,53 @@
-"""Runs in memory: ownership, idempotency keys, plans and quotas, pagination, retention.
+"""Runs in SQLite: ownership, idempotency keys, plans and quotas, pages, caps, retention,
+usage counters, and crash recovery.
 
-One lock guards the indexes; each run's own condition guards its state and output. Per
-account, runs are kept in creation order (with a parallel list of sequence numbers), so a
-page is a bisection plus `limit` steps, whatever the number of runs.
+Every change is one committed transaction before anyone is told about it (a create is
+committed before its 201/202). Active runs also live in memory (`Run` objects, the meeting
+point of the runner and the readers); finished runs are read back from the database when
+asked for, and pages never read output. See database.py for connections and the schema.
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
+import json
+import math
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from .config import Config
+from .database import Database
 from .errors import ApiError, invalid
-from .model import FINISHED, Run, RunSpec, new_run_id
+from .model import (
+    ACTIVE,
+    FINISHED,
+    Chunk,
+    Run,
+    RunSpec,
+    new_run_id,
+    spec_from_json,
+    spec_to_json,
+)
 
 # Cursors are opaque to clients. Inside: the per-account sequence number of the last run
 # of the previous page. Per account, so a cursor reveals nothing about other accounts; and
 # every string of this shape is a valid position, so the OpenAPI pattern says it all.
 CURSOR = re.compile(r"^c([0-9]{1,18})$")
+RESTARTED = "runner_restarted"
+RESTARTED_MESSAGE = ("the emulator stopped while this run was active (crash or kill); its "
+                     "processes were stopped with it")
+HEARTBEAT_SECONDS = 2.0
+# Usage rows are kept at least this long, or the longest plan period.
+USAGE_KEEP_SECONDS = 24 * 3600
+PURGE_BATCH = 500
+
+_RUN_COLUMNS = ("pk, id, owner, seq, status, spec, exit_code, created_at, started_at, "
+                "finished_at, output_bytes, truncated, reason, message, workspace")
+_ACTIVE_SQL = ", ".join(f"'{s}'" for s in ACTIVE)
 
 
 def encode_cursor(seq: int) -> str:
@@ -36,69 +61,105 @@ def decode_cursor(cursor: str) -> int:
     return int(m.group(1))
 
 
-@dataclass
-class _Account:
-    runs: list[Run] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)
-    active: set[str] = field(default_factory=set)
-    last_seq: int = 0
-    # Metering for the current period. Periods follow one another from the account's
-    # first request; deleting a run does not give its run or its seconds back.
-    period_start: float = 0.0
-    period_runs: int = 0
-    period_run_seconds: float = 0.0  # of the period's finished runs (active ones: live)
-
-    def next_seq(self) -> int:
-        self.last_seq += 1
-        return self.last_seq
-
-
 class RunStore:
-    def __init__(self, config: Config, clock=time.time):
+    def __init__(self, config: Config, path: Path | None = None, clock=time.time):
+        """`path`: the database file (created if absent); None keeps everything in memory."""
         self.config = config
         self._clock = clock
-        self._lock = threading.Lock()
-        self._runs: dict[str, Run] = {}
-        self._accounts: dict[str, _Account] = {}
-        self._idem: dict[tuple[str, str], tuple[RunSpec, str]] = {}
-        self._idem_of_run: dict[str, tuple[str, str]] = {}
-        self._expiry: list[tuple[float, int, str]] = []  # heap of (finished_at, seq, id)
-        # Told of each run removed (deleted or expired): its workspace tree goes with it.
+        self.db = Database(path)
+        self._live: dict[str, Run] = {}
+        self._live_lock = threading.Lock()
+        # Told of each run removed (deleted, expired or capped), after the removal is
+        # committed: its workspace tree goes with it.
         self.on_removed: Callable[[Run], None] | None = None
+        self.recovered = self._recover()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._maintainer = threading.Thread(target=self._maintain, name="store-maintenance",
+                                            daemon=True)
+        self._maintainer.start()
 
     # -- creation -------------------------------------------------------------------
     def create(self, owner: str, spec: RunSpec, idem_key: str | None,
                billing_url: str) -> tuple[Run, bool]:
         """(run, created). An idempotent replay returns the existing run, created=False.
 
-        Billing and quota are checked here, under the lock, before any process exists.
+        Billing and quota are checked in the same transaction, before any process exists;
+        the run is committed before this returns (so before the client is answered).
         """
-        with self._lock:
-            self._expire()
+        fingerprint = spec_to_json(spec)
+        now = self._clock()
+        removed: list[Run] = []
+        try:
+            return self._create(owner, spec, idem_key, billing_url, fingerprint, now,
+                                removed)
+        finally:
+            self._removed(removed)
+
+    def _create(self, owner: str, spec: RunSpec, idem_key: str | None, billing_url: str,
+                fingerprint: str, now: float, removed: list[Run]) -> tuple[Run, bool]:
+        with self.db.write() as con:
             if idem_key is not None:
-                known = self._idem.get((owner, idem_key))
-                if known is not None:
-                    known_spec, run_id = known
-                    if known_spec != spec:
+                row = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE owner = ? AND "
+                                  "idem_key = ?", (owner, idem_key)).fetchone()
+                if row is not None and self._expired(row[9], now):
+                    removed += self._delete(con, "pk = ?", (row[0],))
+                    row = None  # the key went with the run
+                if row is not None:
+                    if row[5] != fingerprint:
                         raise ApiError(
                             422, "idempotency_conflict",
                             "this Idempotency-Key was already used with a different request",
                             guidance="Use a new Idempotency-Key for a different request.")
-                    return self._runs[run_id], False
-            account = self._account(owner)
-            self._check_plan(owner, account, billing_url)
-            now = self._clock()
-            run = Run(new_run_id(), owner, account.next_seq(), spec, now,
-                      output_cap=self.config.limits.output_cap_bytes)
-            self._insert(run, account)
-            account.active.add(run.id)
-            account.period_runs += 1
-            if idem_key is not None:
-                self._idem[(owner, idem_key)] = (spec, run.id)
-                self._idem_of_run[run.id] = (owner, idem_key)
-            return run, True
+                    return self._live_or(row), False
+            self._ensure_account(con, owner, now)
+            self._check_plan(con, owner, now, billing_url)
+            seq = con.execute("UPDATE accounts SET last_seq = last_seq + 1 WHERE owner = ? "
+                              "RETURNING last_seq", (owner,)).fetchone()[0]
+            run = Run(new_run_id(), owner, seq, spec, now,
+                      output_cap=self.config.limits.output_cap_bytes, sink=self)
+            run.pk = con.execute(
+                "INSERT INTO runs (id, owner, seq, status, profile, spec, created_at, idem_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk",
+                (run.id, owner, seq, run.status, spec.profile, fingerprint, now, idem_key),
+            ).fetchone()[0]
+            con.execute("INSERT INTO usage_runs (run_id, owner, created_at) VALUES (?, ?, ?)",
+                        (run.id, owner, now))
+            removed += self._cap_runs(con, owner)
+            # Live before the commit makes it visible: a reader never gets a stale copy.
+            with self._live_lock:
+                self._live[run.id] = run
+        self._wake.set()
+        return run, True
 
-    def _check_plan(self, owner: str, account: _Account, billing_url: str) -> None:
+    @staticmethod
+    def _ensure_account(con: sqlite3.Connection, owner: str, now: float) -> None:
+        con.execute("INSERT INTO accounts (owner, period_start) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING", (owner, now))
+
+    def _period(self, con: sqlite3.Connection, owner: str, period_seconds: float,
+                now: float) -> float:
+        """The start of the account's period that holds `now`: periods follow one another
+        from the account's first request (like a billing cycle anchored at sign-up)."""
+        row = con.execute("SELECT period_start FROM accounts WHERE owner = ?",
+                          (owner,)).fetchone()
+        anchor = row[0] if row is not None else now
+        if now < anchor + period_seconds:
+            return anchor
+        return anchor + math.floor((now - anchor) / period_seconds) * period_seconds
+
+    @staticmethod
+    def _period_use(con: sqlite3.Connection, owner: str, start: float, now: float
+                    ) -> tuple[int, float]:
+        """(runs created, their run-seconds so far) since `start`; deleted runs included."""
+        runs, seconds = con.execute(
+            "SELECT count(*), total(CASE WHEN started_at IS NULL THEN 0 ELSE "
+            "max(0, coalesce(finished_at, ?) - started_at) END) FROM usage_runs "
+            "WHERE owner = ? AND created_at >= ?", (now, owner, start)).fetchone()
+        return runs, seconds
+
+    def _check_plan(self, con: sqlite3.Connection, owner: str, now: float,
+                    billing_url: str) -> None:
         plan = self.config.plan_for(owner)
         if not plan.billing:
             raise ApiError(
@@ -106,8 +167,9 @@ class RunStore:
                 f"billing is not set up for this account (plan {plan.name!r})",
                 guidance=f"Set up billing for this account at {billing_url}, then retry.",
                 url=billing_url)
-        self._roll_period(account, plan.period_seconds)
-        if plan.runs_per_period is not None and account.period_runs >= plan.runs_per_period:
+        start = self._period(con, owner, plan.period_seconds, now)
+        runs, seconds = self._period_use(con, owner, start, now)
+        if plan.runs_per_period is not None and runs >= plan.runs_per_period:
             raise ApiError(
                 429, "quota_exhausted",
                 f"the plan {plan.name!r} allows {plan.runs_per_period} runs per "
@@ -115,14 +177,15 @@ class RunStore:
                 guidance=f"Wait for the period to end, or upgrade the plan at {billing_url}.",
                 url=billing_url)
         limit = plan.run_seconds_per_period
-        if limit is not None and self._run_seconds(account) >= limit:
+        if limit is not None and seconds >= limit:
             raise ApiError(
                 429, "quota_exhausted",
                 f"the plan {plan.name!r} allows {limit} run-seconds per "
                 f"{plan.period_seconds:g} seconds, and they are used up",
                 guidance=f"Wait for the period to end, or upgrade the plan at {billing_url}.",
                 url=billing_url)
-        if plan.concurrent_runs is not None and len(account.active) >= plan.concurrent_runs:
+        if plan.concurrent_runs is not None and (
+                self._active_count(con, owner) >= plan.concurrent_runs):
             raise ApiError(
                 429, "quota_exhausted",
                 f"the plan {plan.name!r} allows {plan.concurrent_runs} concurrent runs, "
@@ -131,156 +194,315 @@ class RunStore:
                          f"{billing_url}.",
                 url=billing_url)
 
+    @staticmethod
+    def _active_count(con: sqlite3.Connection, owner: str) -> int:
+        return con.execute(f"SELECT count(*) FROM runs WHERE owner = ? AND status IN "
+                           f"({_ACTIVE_SQL})", (owner,)).fetchone()[0]
+
     def seed(self, owner: str, count: int, status: str, profile: str,
              age_seconds: float) -> list[str]:
-        """Insert finished runs with no process behind them (benchmarks, pagination tests)."""
+        """Insert finished runs with no process behind them (benchmarks, pagination tests):
+        one transaction, so 200,000 take a few seconds, not minutes."""
         finished_at = self._clock() - age_seconds
-        ids = []
-        with self._lock:
-            account = self._account(owner)
-            for i in range(count):
-                spec = RunSpec(profile, ("echo", f"seed-{i}"), 1)
-                run = Run(new_run_id(), owner, account.next_seq(), spec, finished_at,
-                          status=status, exit_code=0 if status == "succeeded" else None,
-                          started_at=finished_at, finished_at=finished_at)
-                self._insert(run, account)
-                heapq.heappush(self._expiry, (finished_at, run.seq, run.id))
-                ids.append(run.id)
-            self._expire()
+        ids = [new_run_id() for _ in range(count)]
+        exit_code = 0 if status == "succeeded" else None
+        removed: list[Run] = []
+        with self.db.write() as con:
+            self._ensure_account(con, owner, self._clock())
+            last = con.execute("UPDATE accounts SET last_seq = last_seq + ? WHERE owner = ? "
+                               "RETURNING last_seq", (count, owner)).fetchone()[0]
+            first = last - count + 1
+            con.executemany(
+                "INSERT INTO runs (id, owner, seq, status, profile, spec, exit_code, "
+                "created_at, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run_id, owner, first + i, status, profile,
+                  spec_to_json(RunSpec(profile, ("echo", f"seed-{i}"), 1)), exit_code,
+                  finished_at, finished_at, finished_at) for i, run_id in enumerate(ids)))
+            removed += self._cap_runs(con, owner)
+        self._removed(removed)
         return ids
-
-    def _insert(self, run: Run, account: _Account) -> None:
-        self._runs[run.id] = run
-        account.runs.append(run)
-        account.seqs.append(run.seq)
-
-    def _account(self, owner: str) -> _Account:
-        account = self._accounts.get(owner)
-        if account is None:
-            account = self._accounts[owner] = _Account(period_start=self._clock())
-        return account
 
     def set_plan(self, owner: str, plan: str) -> None:
         """Put `owner` on `plan` (a known plan name), under the lock quotas are checked in."""
-        with self._lock:
+        with self.db.write():
             self.config.accounts[owner] = plan
 
-    # -- metering -------------------------------------------------------------------
-    def _roll_period(self, account: _Account, period_seconds: float) -> None:
-        """Move the account to the period that holds now, with fresh counters if it ended."""
+    # -- caps and retention ---------------------------------------------------------
+    def _cap_runs(self, con: sqlite3.Connection, owner: str) -> list[Run]:
+        """Past the plan's cap on stored runs, the oldest finished runs go first."""
+        cap = self.config.plan_for(owner).stored_runs
+        if cap is None:
+            return []
+        stored = con.execute("SELECT stored_runs FROM accounts WHERE owner = ?",
+                             (owner,)).fetchone()[0]
+        if stored <= cap:
+            return []
+        return self._delete(con, "pk IN (SELECT pk FROM runs WHERE owner = ? AND finished_at "
+                                 "IS NOT NULL ORDER BY seq LIMIT ?)", (owner, stored - cap))
+
+    def _cap_output(self, con: sqlite3.Connection, owner: str, keep_pk: int) -> list[Run]:
+        """Past the plan's cap on stored output bytes, the oldest finished runs go first
+        (never the run that just finished: its creator may be waiting for it)."""
+        cap = self.config.plan_for(owner).stored_output_bytes
+        if cap is None:
+            return []
+        excess = con.execute("SELECT output_bytes FROM accounts WHERE owner = ?",
+                             (owner,)).fetchone()[0] - cap
+        if excess <= 0:
+            return []
+        doomed, removed = [], []
+        for pk, size in con.execute(
+                "SELECT pk, output_bytes FROM runs WHERE owner = ? AND finished_at IS NOT NULL"
+                " AND pk != ? ORDER BY seq", (owner, keep_pk)):
+            doomed.append(pk)
+            excess -= size
+            if excess <= 0:
+                break
+        for i in range(0, len(doomed), PURGE_BATCH):
+            batch = doomed[i:i + PURGE_BATCH]
+            removed += self._delete(con, f"pk IN ({', '.join('?' * len(batch))})", batch)
+        return removed
+
+    def _delete(self, con: sqlite3.Connection, where: str, params: Any) -> list[Run]:
+        """Delete runs (their output goes by cascade); the removed runs, for _removed()."""
+        gone = [self._from_row(row) for row in con.execute(
+            f"DELETE FROM runs WHERE {where} RETURNING {_RUN_COLUMNS}", params)]
+        if gone:
+            with self._live_lock:
+                for run in gone:
+                    live = self._live.pop(run.id, None)
+                    if live is not None:
+                        live.removed = True
+        return gone
+
+    def _removed(self, runs: list[Run]) -> None:
+        """Tell of removals once committed (and outside the write lock: trees take time)."""
+        if self.on_removed is not None:
+            for run in runs:
+                self.on_removed(run)
+
+    def _expired(self, finished_at: float | None, now: float) -> bool:
+        return finished_at is not None and finished_at <= now - self._retention()
+
+    def _retention(self) -> float:
+        return self.config.limits.retention_seconds
+
+    def purge(self) -> int:
+        """Delete expired runs (in batches, so creates never wait long) and old usage rows."""
         now = self._clock()
-        if now < account.period_start + period_seconds:
-            return
-        elapsed = (now - account.period_start) // period_seconds
-        account.period_start += elapsed * period_seconds
-        account.period_runs = 0
-        account.period_run_seconds = 0.0
+        deleted = 0
+        while True:
+            with self.db.write() as con:
+                gone = self._delete(con, "pk IN (SELECT pk FROM runs WHERE finished_at <= ? "
+                                         "LIMIT ?)", (now - self._retention(), PURGE_BATCH))
+            self._removed(gone)
+            deleted += len(gone)
+            if len(gone) < PURGE_BATCH:
+                break
+        # A period never starts before now minus its length: older rows count for nothing.
+        keep = max([USAGE_KEEP_SECONDS, *(p.period_seconds for p in self.config.plans.values())])
+        with self.db.write() as con:
+            con.execute("DELETE FROM usage_runs WHERE created_at < ? AND finished_at IS NOT "
+                        "NULL", (now - keep,))
+        return deleted
 
-    def _run_seconds(self, account: _Account) -> float:
-        """The period's run-seconds: finished runs, plus active runs of this period so far."""
-        live = sum(self._runs[i].run_seconds for i in account.active
-                   if i in self._runs and self._runs[i].created_at >= account.period_start)
-        return account.period_run_seconds + live
+    # -- the sink of live runs (called by Run, under its condition) -------------------
+    def save_chunk(self, run: Run, stream: str, offset: int, at: float, data: bytes) -> None:
+        with self.db.write() as con:
+            # A run deleted under the runner: its chunks have nowhere to go.
+            con.execute("INSERT INTO output (run, offset, stream, at, data) SELECT ?, ?, ?, ?, ?"
+                        " WHERE EXISTS (SELECT 1 FROM runs WHERE pk = ?)",
+                        (run.pk, offset, stream, at, data, run.pk))
+            con.execute("UPDATE runs SET output_bytes = ? WHERE pk = ?",
+                        (offset + len(data), run.pk))
 
-    def usage(self, owner: str) -> dict:
-        """What the account's plan allows and what it used in the current period."""
-        plan = self.config.plan_for(owner)
-        with self._lock:
-            account = self._account(owner)
-            self._roll_period(account, plan.period_seconds)
-            return {
-                "plan": plan,
-                "period_start": account.period_start,
-                "period_end": account.period_start + plan.period_seconds,
-                "runs": account.period_runs,
-                "run_seconds": self._run_seconds(account),
-                "concurrent_runs": len(account.active),
-            }
+    def save_state(self, run: Run) -> None:
+        stored = run.pending_at if run.pending else run.captured
+        workspace = json.dumps(run.workspace) if run.workspace is not None else None
+        removed: list[Run] = []
+        with self.db.write() as con:
+            con.execute("UPDATE runs SET status = ?, exit_code = ?, started_at = ?, "
+                        "finished_at = ?, truncated = ?, reason = ?, message = ?, "
+                        "output_bytes = ?, workspace = ? WHERE pk = ?",
+                        (run.status, run.exit_code, run.started_at, run.finished_at,
+                         int(run.truncated), run.reason, run.message, stored, workspace,
+                         run.pk))
+            con.execute("UPDATE usage_runs SET started_at = ?, finished_at = ? WHERE run_id = ?",
+                        (run.started_at, run.finished_at, run.id))
+            if run.finished:
+                removed = self._cap_output(con, run.owner, run.pk)
+        self._removed(removed)
+        if run.finished:
+            with self._live_lock:
+                if self._live.get(run.id) is run:
+                    del self._live[run.id]
+
+    def read_chunks(self, run: Run, offset: int, upto: int, max_bytes: int) -> list[Chunk]:
+        out: list[Chunk] = []
+        size = 0
+        with self.db.read() as con:
+            rows = con.execute(
+                "SELECT stream, offset, at, data FROM output WHERE run = ?1 AND offset < ?3 AND "
+                "offset >= coalesce((SELECT max(offset) FROM output WHERE run = ?1 AND "
+                "offset <= ?2), 0) ORDER BY offset", (run.pk, offset, upto))
+            for stream, start, at, data in rows:
+                out.append((stream, start, bytes(data), at))
+                size += len(data)
+                if size >= max_bytes:
+                    break
+        return out
 
     # -- lifecycle ------------------------------------------------------------------
     def on_finished(self, run: Run) -> None:
-        """Called once the run reached a finished status: frees its concurrency slot."""
-        plan = self.config.plan_for(run.owner)
-        with self._lock:
-            account = self._accounts.get(run.owner)
-            if account is not None and run.id in account.active:
-                account.active.discard(run.id)
-                self._roll_period(account, plan.period_seconds)
-                if run.created_at >= account.period_start:
-                    account.period_run_seconds += run.run_seconds
-            if run.id in self._runs:
-                heapq.heappush(self._expiry, (run.finished_at or self._clock(), run.seq, run.id))
+        """Called by the runner once the run reached a finished status (already saved)."""
+        with self._live_lock:
+            if self._live.get(run.id) is run:
+                del self._live[run.id]
 
-    def remove(self, owner: str, run_id: str) -> Run | None:
-        with self._lock:
-            run = self._runs.get(run_id)
-            if run is None or run.owner != owner:
-                return None
-            self._remove(run)
-            return run
+    def remove(self, owner: str, run_id: str) -> bool:
+        with self.db.write() as con:
+            gone = self._delete(con, "id = ? AND owner = ?", (run_id, owner))
+        self._removed(gone)
+        return bool(gone)
 
-    def _remove(self, run: Run) -> None:
-        del self._runs[run.id]
-        account = self._accounts[run.owner]
-        i = bisect.bisect_left(account.seqs, run.seq)
-        if i < len(account.seqs) and account.seqs[i] == run.seq:
-            del account.seqs[i]
-            del account.runs[i]
-        account.active.discard(run.id)
-        key = self._idem_of_run.pop(run.id, None)
-        if key is not None:
-            self._idem.pop(key, None)
-        if self.on_removed is not None:
-            self.on_removed(run)
+    def _recover(self) -> int:
+        """After a crash: runs that were active are finished, `failed` with a reason. Their
+        processes died with the emulator; the time they ended is taken as the last
+        heartbeat (written every HEARTBEAT_SECONDS while runs are active)."""
+        now = self._clock()
+        with self.db.write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            end = min(now, row[0] + HEARTBEAT_SECONDS) if row else now
+            ids = [r[0] for r in con.execute(
+                f"UPDATE runs SET status = 'failed', reason = ?, message = ?, "
+                f"finished_at = max(coalesce(started_at, created_at), ?) "
+                f"WHERE status IN ({_ACTIVE_SQL}) RETURNING id",
+                (RESTARTED, RESTARTED_MESSAGE, end))]
+            con.execute("UPDATE usage_runs SET finished_at = max(coalesce(started_at, "
+                        "created_at), ?) WHERE finished_at IS NULL", (end,))
+        return len(ids)
 
-    def _expire(self) -> None:
-        """Retention, lazily: drop finished runs older than the limit (heap, O(log n))."""
-        cutoff = self._clock() - self.config.limits.retention_seconds
-        while self._expiry and self._expiry[0][0] <= cutoff:
-            _, _, run_id = heapq.heappop(self._expiry)
-            run = self._runs.get(run_id)
-            if run is not None and run.finished:
-                self._remove(run)
+    def close(self) -> None:
+        """Stop the maintenance thread, store what live runs have pending, close."""
+        self._stop.set()
+        self._wake.set()
+        if self._maintainer is not threading.current_thread():
+            self._maintainer.join(10)
+        for run in self.active_runs():
+            run.flush()
+        self.db.close()
+
+    def _maintain(self) -> None:
+        """Store quiet runs' pending output, beat the heartbeat, purge expired runs."""
+        next_beat = next_purge = 0.0
+        while not self._stop.is_set():
+            with self._live_lock:
+                live = list(self._live.values())
+            now = time.monotonic()
+            try:
+                for run in live:
+                    run.flush(older_than=0.1)
+                if live and now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    with self.db.write() as con:
+                        con.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)",
+                                    (self._clock(),))
+                if now >= next_purge:
+                    next_purge = now + min(max(self._retention() / 4, 0.05), 30.0)
+                    self.purge()
+            except sqlite3.Error:
+                if self._stop.is_set():
+                    return  # closed under us at shutdown
+                raise
+            self._wake.wait(0.1 if live else min(max(next_purge - now, 0.05), 30.0))
+            self._wake.clear()
 
     # -- reading --------------------------------------------------------------------
-    def get(self, owner: str, run_id: str) -> Run | None:
-        with self._lock:
-            self._expire()
-            run = self._runs.get(run_id)
-            return run if run is not None and run.owner == owner else None
+    def _from_row(self, row: tuple) -> Run:
+        (pk, run_id, owner, seq, status, spec, exit_code, created_at, started_at,
+         finished_at, output_bytes, truncated, reason, message, workspace) = row
+        return Run(run_id, owner, seq, spec_from_json(spec), created_at, status=status,
+                   exit_code=exit_code, started_at=started_at, finished_at=finished_at,
+                   output_cap=self.config.limits.output_cap_bytes, truncated=bool(truncated),
+                   reason=reason, message=message, captured=output_bytes, pk=pk, sink=self,
+                   workspace=json.loads(workspace) if workspace is not None else None)
 
-    def page(self, owner: str, limit: int, cursor: int | None, status: str | None,
+    def _live_or(self, row: tuple) -> Run:
+        with self._live_lock:
+            run = self._live.get(row[1])
+        return run if run is not None else self._from_row(row)
+
+    def get(self, owner: str, run_id: str) -> Run | None:
+        with self._live_lock:
+            run = self._live.get(run_id)
+        if run is not None and run.owner == owner and not run.removed:
+            return run
+        with self.db.read() as con:
+            row = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND owner = ?",
+                              (run_id, owner)).fetchone()
+        if row is None or self._expired(row[9], self._clock()):
+            return None
+        return self._live_or(row)
+
+    def page(self, owner: str, limit: int, cursor: int | None, status: str | None = None,
              profile: str | None = None, since: float | None = None
              ) -> tuple[list[Run], int | None]:
-        """Newest first, `limit` runs older than `cursor` (with this status and profile,
-        created at or after `since`); and the next cursor, if any."""
-        with self._lock:
-            self._expire()
-            account = self._accounts.get(owner)
-            if account is None:
-                return [], None
-            i = len(account.seqs) if cursor is None else bisect.bisect_left(account.seqs, cursor)
-            out: list[Run] = []
-            more = False
-            while i > 0:
-                i -= 1
-                run = account.runs[i]
-                # No early stop on `since`: seeded runs (and a clock set back) break the
-                # link between sequence and creation time.
-                if ((status is None or run.status == status)
-                        and (profile is None or run.spec.profile == profile)
-                        and (since is None or run.created_at >= since)):
-                    if len(out) == limit:
-                        more = True
-                        break
-                    out.append(run)
-            return out, (out[-1].seq if more else None)
+        """Newest first, `limit` runs older than `cursor`; and the next cursor, if any.
+
+        One walk down the index for the filter (owner[, profile][, status], seq) from the
+        cursor: O(limit) rows read, whatever the number of runs or their output."""
+        where, params = ["owner = ?"], [owner]
+        if cursor is not None:
+            where.append("seq < ?")
+            params.append(cursor)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if profile is not None:
+            where.append("profile = ?")
+            params.append(profile)
+        with self.db.read() as con:
+            if since is not None:
+                # Runs created since `since` have a sequence number from the first of them
+                # on: a bound for the walk, so an old `since` over many runs stays a range.
+                first = con.execute("SELECT min(seq) FROM runs WHERE owner = ? AND "
+                                    "created_at >= ?", (owner, since)).fetchone()[0]
+                if first is None:
+                    return [], None
+                where += ["seq >= ?", "created_at >= ?"]
+                params += [first, since]
+            where.append("(finished_at IS NULL OR finished_at > ?)")
+            params.append(self._clock() - self._retention())
+            rows = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} "
+                               "ORDER BY seq DESC LIMIT ?", (*params, limit + 1)).fetchall()
+        runs = [self._live_or(row) for row in rows[:limit]]
+        return runs, (runs[-1].seq if len(rows) > limit else None)
 
     def count(self) -> int:
-        with self._lock:
-            self._expire()
-            return len(self._runs)
+        with self.db.read() as con:
+            return con.execute("SELECT count(*) FROM runs WHERE finished_at IS NULL OR "
+                               "finished_at > ?", (self._clock() - self._retention(),)
+                               ).fetchone()[0]
 
     def active_runs(self) -> list[Run]:
-        with self._lock:
-            return [r for r in self._runs.values() if r.status not in FINISHED]
+        with self._live_lock:
+            return [r for r in self._live.values() if r.status not in FINISHED]
+
+    def usage(self, owner: str) -> dict[str, Any]:
+        """What the account's plan allows and what it used in the current period (for
+        GET /usage), and what it keeps stored. Periods count from the account's first
+        request; deleted runs still count for their period."""
+        plan = self.config.plan_for(owner)
+        now = self._clock()
+        with self.db.write() as con:  # a first request starts the account's periods
+            self._ensure_account(con, owner, now)
+            start = self._period(con, owner, plan.period_seconds, now)
+            runs, seconds = self._period_use(con, owner, start, now)
+            active = self._active_count(con, owner)
+            stored_runs, output_bytes = con.execute(
+                "SELECT stored_runs, output_bytes FROM accounts WHERE owner = ?",
+                (owner,)).fetchone()
+        return {"plan": plan, "period_start": start,
+                "period_end": start + plan.period_seconds, "runs": runs,
+                "run_seconds": round(seconds, 3), "concurrent_runs": active,
+                "stored_runs": stored_runs, "stored_output_bytes": output_bytes}
