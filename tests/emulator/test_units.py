@@ -13,7 +13,6 @@ from bus_containers.emulator.app import EmulatorApp
 from bus_containers.emulator.errors import ApiError
 from bus_containers.emulator.faults import FaultSet
 from bus_containers.emulator.http import is_loopback
-from bus_containers.emulator.model import Run, RunSpec
 from bus_containers.emulator.server import serve_in_thread
 from bus_containers.emulator.store import RunStore, decode_cursor, encode_cursor
 from bus_containers.emulator.tokens import TokenAuthority
@@ -105,49 +104,6 @@ def test_paging_10000_runs_is_fast():
             break
     assert time.perf_counter() - started < 1.0
     assert seen == ids[::-1]
-
-
-def test_retention_and_idempotency_in_the_store():
-    now = [1000.0]
-    config = cfg.parse_config({"emulator": {"retention_seconds": 10}})
-    store = RunStore(config, clock=lambda: now[0])
-    spec = RunSpec("codex", ("true",), 5)
-    run, created = store.create("a", spec, "k", "http://x/billing")
-    assert created
-    assert store.create("a", spec, "k", "u") == (run, False)
-    with pytest.raises(ApiError) as e:
-        store.create("a", RunSpec("codex", ("false",), 5), "k", "u")
-    assert e.value.status == 422
-    run.finish("succeeded", 0)
-    store.on_finished(run)
-    now[0] += 5
-    assert store.get("a", run.id) is run
-    now[0] = run.finished_at + 11
-    assert store.get("a", run.id) is None
-    # the key went with the run: the same key now makes a new run
-    assert store.create("a", spec, "k", "u")[1] is True
-
-
-# -- run output --------------------------------------------------------------------------------
-
-def test_chunks_merge_split_and_cap():
-    run = Run("run_x", "a", 1, RunSpec("codex", ("x",), 1), 0.0, output_cap=10)
-    for b in b"abc":
-        run.add_output("stdout", bytes([b]), now=100.0)
-    run.add_output("stderr", b"DE", now=100.0)
-    run.add_output("stdout", b"fg", now=101.0)
-    run.add_output("stdout", b"hijkl", now=101.005)  # within the merge window
-    assert run.truncated and run.captured == 10
-    assert [(s, o, bytes(d)) for s, o, d in run.chunks] == [
-        ("stdout", 0, b"abc"), ("stderr", 3, b"DE"), ("stdout", 5, b"fghij")]
-    assert run.chunks_from(4)[0] == [("stderr", 4, b"E", 100.0), ("stdout", 5, b"fghij", 101.0)]
-    assert run.chunks_from(10)[0] == []
-    # writes further apart than the window keep their own time (logs --since, -t)
-    run2 = Run("run_y", "a", 2, RunSpec("codex", ("x",), 1), 0.0)
-    run2.add_output("stdout", b"1\n", now=5.0)
-    run2.add_output("stdout", b"2\n", now=5.5)
-    assert [(o, t) for _, o, _, t in run2.chunks_from(0)[0]] == [(0, 5.0), (2, 5.5)]
-    assert run.output("stdout") == b"abcfghij"
 
 
 # -- faults ------------------------------------------------------------------------------------

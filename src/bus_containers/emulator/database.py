@@ -55,16 +55,13 @@ CREATE UNIQUE INDEX runs_by_owner ON runs (owner, seq);
 CREATE INDEX runs_by_status ON runs (owner, status, seq);
 CREATE INDEX runs_by_profile ON runs (owner, profile, seq);
 CREATE INDEX runs_by_profile_status ON runs (owner, profile, status, seq);
-CREATE INDEX runs_by_created ON runs (owner, created_at);
+CREATE INDEX runs_by_created ON runs (owner, created_at, seq);
 CREATE INDEX runs_by_finished ON runs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX runs_by_idem ON runs (owner, idem_key) WHERE idem_key IS NOT NULL;
 
--- Per-account totals, kept by triggers so that no path (delete, retention, caps) forgets.
-CREATE TRIGGER runs_added AFTER INSERT ON runs BEGIN
-    UPDATE accounts SET stored_runs = stored_runs + 1,
-                        output_bytes = output_bytes + NEW.output_bytes
-    WHERE owner = NEW.owner;
-END;
+-- Per-account totals: inserts count themselves (with `last_seq`, one UPDATE per create or
+-- seed, not one per row); triggers do the rest, so no delete path (delete, retention,
+-- caps) can forget.
 CREATE TRIGGER runs_removed AFTER DELETE ON runs BEGIN
     UPDATE accounts SET stored_runs = stored_runs - 1,
                         output_bytes = output_bytes - OLD.output_bytes

@@ -59,7 +59,8 @@ class RunSpec:
 
 def spec_to_json(spec: RunSpec) -> str:
     """Canonical JSON of a spec: equal specs give equal text (the stored fingerprint)."""
-    return json.dumps(dataclasses.asdict(spec), sort_keys=True, separators=(",", ":"))
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=dataclasses.asdict)
 
 
 def spec_from_json(text: str) -> RunSpec:
