@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from bus_containers.emulator import config as cfg
-from bus_containers.emulator.database import StateError
+from bus_containers.emulator.database import DatabaseError
 from bus_containers.emulator.errors import ApiError
 from bus_containers.emulator.model import RunSpec
 from bus_containers.emulator.store import RESTARTED, RunStore
@@ -84,13 +84,13 @@ def test_restart_keeps_runs_output_and_keys_and_fails_the_active_ones(path):
 def test_a_second_store_on_the_same_file_is_refused_and_garbage_is_one_error(path, tmp_path):
     store = RunStore(config(), path)
     try:
-        with pytest.raises(StateError, match="another emulator"):
+        with pytest.raises(DatabaseError, match="another emulator"):
             RunStore(config(), path)
     finally:
         store.close()
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(StateError, match="bad.db"):
+    with pytest.raises(DatabaseError, match="bad.db"):
         RunStore(config(), bad)
     assert (path.stat().st_mode & 0o077) == 0
 

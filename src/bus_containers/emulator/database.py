@@ -182,6 +182,10 @@ class Database:
             else:
                 con.close()
 
+    @property
+    def closed(self) -> bool:
+        return getattr(self, "_writer", None) is None
+
     def close(self) -> None:
         with self._write_lock:
             while True:
@@ -192,6 +196,7 @@ class Database:
             writer = getattr(self, "_writer", None)
             if writer is not None:
                 writer.close()
+                self._writer = None
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None

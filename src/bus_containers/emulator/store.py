@@ -313,6 +313,8 @@ class RunStore:
 
     # -- the sink of live runs (called by Run, under its condition) -------------------
     def save_chunk(self, run: Run, stream: str, offset: int, at: float, data: bytes) -> None:
+        if self.db.closed:
+            return  # a run thread outlived the shutdown: the next start recovers the run
         with self.db.write() as con:
             # A run deleted under the runner: its chunks have nowhere to go.
             con.execute("INSERT INTO output (run, offset, stream, at, data) SELECT ?, ?, ?, ?, ?"
@@ -322,6 +324,8 @@ class RunStore:
                         (offset + len(data), run.pk))
 
     def save_state(self, run: Run) -> None:
+        if self.db.closed:
+            return  # as in save_chunk
         stored = run.pending_at if run.pending else run.captured
         workspace = json.dumps(run.workspace) if run.workspace is not None else None
         removed: list[Run] = []
@@ -388,7 +392,10 @@ class RunStore:
         return len(ids)
 
     def close(self) -> None:
-        """Stop the maintenance thread, store what live runs have pending, close."""
+        """Stop the maintenance thread, store what live runs have pending, close. Safe to
+        call more than once (shutdown paths overlap)."""
+        if self._stop.is_set() and self.db.closed:
+            return
         self._stop.set()
         self._wake.set()
         if self._maintainer is not threading.current_thread():
