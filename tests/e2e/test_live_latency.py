@@ -5,6 +5,7 @@ goes, `wait` holds one request open instead of polling, lists carry no output.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import uuid
@@ -79,3 +80,15 @@ def test_wait_holds_one_request_open_instead_of_polling(emu, account):
     # Polling with backoff from 0.5 s asks 4-5 times in 4 s (at 0, 0.5, 1.5, 3.5, 7.5 s);
     # a long-poll asks once (twice if the run's end and the hold's end cross).
     assert emu.attempts("GET", f"/api/v1/containers/runs/{run_id}") <= 2
+def test_a_list_over_large_runs_carries_no_output_and_show_still_prints_it(emu, account):
+    env, token = account
+    r = _api(emu, token, "POST", "/runs", headers={"Prefer": "wait=20"},
+             json={"profile": "codex", "command": ["sh", "-c", "yes abcdefgh | head -c 300000"]})
+    assert r.status_code == 201, r.text
+    listed = run_cli(["bus-containers", "runs", "--json"], env=env, secrets=(token,))
+    assert listed.code == 0, listed.stderr
+    [summary] = json.loads(listed.stdout)
+    assert "stdout" not in summary and "stderr" not in summary
+    assert summary["output_bytes"] == 300000
+    shown = run_cli(["bus-containers", "show", summary["id"]], env=env, secrets=(token,))
+    assert shown.code == 0 and "abcdefgh\n" * 10 in shown.stdout
