@@ -230,3 +230,13 @@ def test_ctrl_c_while_sending_stdin_detaches(user):
     assert done.code == 0  # the connection went with us: the command saw EOF and ended
     logs = run_cli(["bus-containers", "logs", run_id], env=env)
     assert logs.stdout.endswith("eof-seen\n")
+
+
+def test_detach_with_stdin_sends_it_all_first(user):
+    env, token = user
+    started = run_cli(["bus-containers", "run", "-d", "-i", "--", "cat"], env=env,
+                      input="all of it\n", secrets=(token,))
+    assert started.code == 0, started.stderr
+    run_id = started.stdout.strip()
+    assert run_cli(["bus-containers", "wait", run_id], env=env).code == 0
+    assert run_cli(["bus-containers", "logs", run_id], env=env).stdout == "all of it\n"
