@@ -19,11 +19,12 @@ import requests
 from tests.emulator.helpers import Api, assert_error, output_of, wait_until
 from tests.support.emulator import start_emulator
 
-IDLE, HEADER = 2, 3
+IDLE, HEADER, BODY_IDLE = 2, 3, 1
 CONFIG = f"""
 [emulator]
 idle_timeout_seconds = {IDLE}
 header_timeout_seconds = {HEADER}
+body_idle_timeout_seconds = {BODY_IDLE}
 """
 NOFILE = 256
 CONNECTIONS = 300
@@ -147,6 +148,34 @@ def test_a_huge_request_head_is_431(emu):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431") or head.startswith(b"HTTP/1.0 431"), head
     assert json.loads(body)["error"]["code"] == "invalid_request"
+
+
+def test_a_trickled_body_is_cut_but_a_pausing_stdin_is_not(emu):
+    api = Api(emu)
+    sock = connect(emu)
+    try:
+        sock.sendall(b"POST /api/v1/containers/runs HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                     + f"Authorization: Bearer {api.token}\r\n\r\n".encode() + b"{")
+        started = time.monotonic()
+        data = b""
+        while chunk := sock.recv(65536):  # answered and closed after the body idle time
+            data += chunk
+    finally:
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert time.monotonic() - started < BODY_IDLE + 2
+
+    run = api.post_run(["cat"], stdin=True).json()
+
+    def typed():
+        yield b"first\n"
+        time.sleep(BODY_IDLE + 0.5)  # a user pausing longer than the body idle time
+        yield b"second\n"
+
+    r = api.request("PUT", f"/runs/{run['id']}/stdin", data=typed())
+    assert r.status_code in (200, 204), r.text
+    assert output_of(api.logs(api.wait(run["id"])["id"])) == b"first\nsecond\n"
 
 
 def test_past_the_cap_with_every_connection_busy_is_503(tmp_path):

@@ -39,9 +39,11 @@ class Limits:
     # The HTTP server (server.py): a connection that sends nothing is closed after
     # idle_timeout_seconds; one must send its whole request head within
     # header_timeout_seconds; at most max_connections are open at once (fewer when the
-    # open-file limit is low).
+    # open-file limit is low); a request body may go body_idle_timeout_seconds without a
+    # byte (not a run's stdin, which may pause as long as its user does).
     idle_timeout_seconds: float = 5
     header_timeout_seconds: float = 10
+    body_idle_timeout_seconds: float = 30
     max_connections: int = 256
 
 

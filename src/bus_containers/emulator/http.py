@@ -13,6 +13,11 @@ from werkzeug.wrappers import Response
 
 from .errors import ApiError
 
+# The server bounds how long a request body may go without a byte (a trickled body must
+# not hold a connection forever). An endpoint whose body is a stream with pauses (a run's
+# stdin) calls environ[STREAM_BODY]() to lift that bound for its request.
+STREAM_BODY = "bus_emulator.stream_body"
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:

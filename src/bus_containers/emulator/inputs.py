@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request, Response
 
 from .config import Config
 from .errors import ApiError, invalid, not_found
-from .http import json_response
+from .http import STREAM_BODY, json_response
 from .model import Run
 from .stdin import StdinClaimed
 from .workspaces import SHA256, Workspaces, too_large
@@ -93,6 +93,8 @@ class RunInputs:
             # The run ended before reading: nothing to deliver. Not an error for the
             # sender: like writing into a pipeline whose reader exited.
             return Response(status=204, headers={"Connection": "close"})
+        # A user may type nothing for minutes: no idle bound on this body.
+        request.environ.get(STREAM_BODY, lambda: None)()
         _, over = feed.feed(_body(request), limit)
         if over:
             run.add_output("stderr", f"bus-containers-emulator: stdin passed the plan's limit "

@@ -8,8 +8,9 @@ Here (see docs/architecture.md for why werkzeug is kept):
 - a connection that sends nothing is closed after `idle_timeout_seconds`, and one must
   send its whole request head (request line and headers, at most 64 KiB, else 431)
   within `header_timeout_seconds` of being accepted, however slowly it trickles; once the
-  head is in, no deadline applies: bodies (a run's stdin) and responses (a followed log)
-  may stream as long as they need;
+  head is in, a body may go `body_idle_timeout_seconds` without a byte (then it counts as
+  cut off: 400), except a run's stdin, which may pause as long as its user does; responses
+  (a followed log) are never timed;
 - at most `max_connections` are open at once (fewer when the open-file limit is low).
   Past it, a new connection takes the place of the oldest one still waiting for its head
   (idle and half-sent connections are what an attacker can make cheaply, and what a real
@@ -40,6 +41,7 @@ from werkzeug.serving import (
 
 from .app import EmulatorApp
 from .config import Config, Limits, default_config
+from .http import STREAM_BODY
 
 MAX_HEAD_BYTES = 64 * 1024
 LISTEN_BACKLOG = 1024
@@ -53,7 +55,9 @@ class _HeadTooLarge(Exception):
 class _HeadReader(io.RawIOBase):
     """The connection's input. Until the request head is complete, each read waits only
     until the head's deadline (an idle deadline before the first byte) and counts bytes
-    against MAX_HEAD_BYTES; after it, reads block as a plain socket does."""
+    against MAX_HEAD_BYTES; after it, a read that gets nothing for the body idle time is
+    the end of the stream (the app then reports a cut-off body), unless lifted. Writes are
+    never timed: the timeout is set around each read only."""
 
     def __init__(self, sock: socket.socket, limits: Limits):
         self._sock = sock
@@ -62,17 +66,29 @@ class _HeadReader(io.RawIOBase):
         self._deadline: float | None = self._accepted + min(limits.idle_timeout_seconds,
                                                             limits.header_timeout_seconds)
         self._head_bytes = 0
+        self._body_idle: float | None = limits.body_idle_timeout_seconds
 
     def readable(self) -> bool:
         return True
 
     def head_done(self) -> None:
         self._deadline = None
-        self._sock.settimeout(None)
+
+    def stream_body(self) -> None:
+        """This request's body may pause for as long as it likes (a run's stdin)."""
+        self._body_idle = None
 
     def readinto(self, buffer) -> int:
         if self._deadline is None:
-            return self._sock.recv_into(buffer)
+            if self._body_idle is None:
+                return self._sock.recv_into(buffer)
+            self._sock.settimeout(self._body_idle)
+            try:
+                return self._sock.recv_into(buffer)
+            except TimeoutError:
+                return 0  # nothing for too long: treated as a client that went away
+            finally:
+                self._sock.settimeout(None)
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("no complete request head in time")
@@ -216,6 +232,11 @@ class _Handler(WSGIRequestHandler):
         self.rfile.close()  # replaced: the head is read under the deadlines
         self._reader = _HeadReader(self.connection, self.server.limits)
         self.rfile = io.BufferedReader(self._reader, MAX_HEAD_BYTES)
+
+    def make_environ(self):
+        environ = super().make_environ()
+        environ[STREAM_BODY] = self._reader.stream_body
+        return environ
 
     def handle_one_request(self) -> None:
         try:
