@@ -341,3 +341,20 @@ def test_another_accounts_run_is_invisible():
         assert store.get("a", run.id) is not None
     finally:
         store.close()
+
+
+def test_runs_killed_by_a_stop_say_so_and_a_run_that_succeeds_first_keeps_it():
+    store = RunStore(config())
+    try:
+        killed, _ = store.create("a", SPEC, None, "u")
+        lucky, _ = store.create("a", SPEC, None, "u")
+        store.stopping()
+        killed.finish("failed", 137)  # what the runner sees of a SIGKILL
+        lucky.finish("succeeded", 0)
+        body = store.get("a", killed.id).to_json()
+        assert (body["status"], body["exit_code"], body["reason"]) == (
+            "failed", None, RESTARTED)
+        assert "stopped" in body["message"]
+        assert store.get("a", lucky.id).to_json()["status"] == "succeeded"
+    finally:
+        store.close()

@@ -373,9 +373,11 @@ class EmulatorApp:
     def shutdown(self) -> None:
         """Stop everything this app started; safe to call more than once."""
         self.stopping.set()
+        # Runs the stop kills end `failed` with the reason, not with a mysterious 137.
+        self.store.stopping()
         self.runner.shutdown()
         for run in self.store.active_runs():
-            run.finish("cancelled", None)
+            run.finish("failed", None)
         self.store.close()
 
 

@@ -116,6 +116,8 @@ class Run:
     cond: threading.Condition = field(default_factory=threading.Condition)
     cancel_requested: bool = False
     removed: bool = False  # deleted from the store: nothing more is written
+    # (reason, message) when the emulator, not the command, ends the run (it is stopping).
+    stop_reason: tuple[str, str] | None = None
     # Work in (issue 10): the pipe a PUT /stdin feeds (runs created with stdin only), and
     # what the uploaded workspace held (the run's /workspace; stored with the run).
     stdin_feed: StdinFeed | None = None
@@ -185,6 +187,9 @@ class Run:
                 return
             if self.pending:
                 self._flush()
+            if self.stop_reason is not None and status != "succeeded":
+                status, exit_code = "failed", None
+                reason, message = self.stop_reason
             self.status = status
             self.exit_code = exit_code
             self.finished_at = time.time()

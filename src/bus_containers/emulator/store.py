@@ -40,6 +40,7 @@ CURSOR = re.compile(r"^c([0-9]{1,18})$")
 RESTARTED = "runner_restarted"
 RESTARTED_MESSAGE = ("the emulator stopped while this run was active (crash or kill); its "
                      "processes were stopped with it")
+STOPPED_MESSAGE = "the emulator was stopped while this run was active; it stopped the run"
 HEARTBEAT_SECONDS = 2.0
 # Usage rows are kept at least this long, or the longest plan period.
 USAGE_KEEP_SECONDS = 24 * 3600
@@ -390,6 +391,13 @@ class RunStore:
             con.execute("UPDATE usage_runs SET finished_at = max(coalesce(started_at, "
                         "created_at), ?) WHERE finished_at IS NULL", (end,))
         return len(ids)
+
+    def stopping(self) -> None:
+        """The emulator is stopping: active runs that end from now on (killed by the stop)
+        end `failed` with reason `runner_restarted`, unless they succeed first."""
+        for run in self.active_runs():
+            with run.cond:
+                run.stop_reason = (RESTARTED, STOPPED_MESSAGE)
 
     def close(self) -> None:
         """Stop the maintenance thread, store what live runs have pending, close. Safe to
