@@ -309,11 +309,13 @@ def test_stdin_has_back_pressure_and_a_command_may_stop_reading(emu):
     assert run["stdout"] == "y" * 10 and run["status"] == "succeeded"
 
 
-def test_stdin_over_the_plan_stops_the_run(emu):
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "with-length"])
+def test_stdin_over_the_plan_stops_the_run(emu, declared):
     api = Api(emu)
     emu.set_plan(api.sub, "small")
     rid = api.post_run(["cat"], stdin=True).json()["id"]
-    r = api.request("PUT", f"/runs/{rid}/stdin", data=(b"z" * 50_000 for _ in range(3)))
+    body = b"z" * 150_000 if declared else (b"z" * 50_000 for _ in range(3))
+    r = api.request("PUT", f"/runs/{rid}/stdin", data=body)
     assert "100000" in assert_error(r, 413, "too_large")["message"]
     run = api.wait(rid)
     assert run["status"] == "cancelled"

@@ -81,9 +81,6 @@ class RunInputs:
             raise ApiError(409, "conflict", f"run {run.id} was created without stdin "
                            '(create it with "stdin": true)', run_id=run.id)
         limit = self.config.plan_for(claims.sub).stdin_bytes
-        if limit is not None and (request.content_length or 0) > limit:
-            raise too_large(f"stdin is {request.content_length} bytes; the plan allows "
-                            f"{limit} bytes")
         try:
             fd = feed.claim()
         except StdinClaimed:
@@ -93,17 +90,28 @@ class RunInputs:
             # The run ended before reading: nothing to deliver. Not an error for the
             # sender: like writing into a pipeline whose reader exited.
             return Response(status=204, headers={"Connection": "close"})
+        declared = request.content_length
+        if limit is not None and declared is not None and declared > limit:
+            feed.feed((), limit)  # closes our end: nothing of it is sent
+            raise self._stdin_over(run, limit, declared)
         # A user may type nothing for minutes: no idle bound on this body.
         request.environ.get(STREAM_BODY, lambda: None)()
         _, over = feed.feed(_body(request), limit)
         if over:
-            run.add_output("stderr", f"bus-containers-emulator: stdin passed the plan's limit "
-                                     f"of {limit} bytes; the run was stopped\n".encode())
-            self.cancel(run)
-            raise too_large(f"stdin is over the plan's limit of {limit} bytes; the run was "
-                            "stopped")
+            raise self._stdin_over(run, limit)
         return Response(status=204, headers={"Connection": "close"}
                         if not _fully_read(request) else None)
+
+    def _stdin_over(self, run: Run, limit: int, declared: int | None = None) -> ApiError:
+        """Past the plan's stdin limit the run is stopped (half an input is worse than
+        none), with a line on its stderr saying why."""
+        run.add_output("stderr", f"bus-containers-emulator: stdin passed the plan's limit "
+                                 f"of {limit} bytes; the run was stopped\n".encode())
+        self.cancel(run)
+        what = (f"stdin is {declared} bytes" if declared is not None
+                else "stdin went past the limit")
+        return too_large(f"{what}; the plan allows {limit} bytes of stdin, and the run "
+                         "was stopped")
 
     # -- results ----------------------------------------------------------------------
     def _finished_with_tree(self, request: Request, run_id: str) -> tuple[Any, Run]:
