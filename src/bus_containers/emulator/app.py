@@ -57,7 +57,7 @@ class EmulatorApp:
         self.credential = AdminCredential(read_secret(state_dir / "admin-key"))
         self.default_sub = default_account(state_dir)
         self._log = log or stderr_log
-        self.store = RunStore(config, database)
+        self.store = RunStore(config, database, log=self._log)
         if self.store.recovered:
             self._log(f"{self.store.recovered} run(s) active at the last stop are now failed "
                       f"(reason {RESTARTED})")

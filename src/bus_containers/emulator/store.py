@@ -63,10 +63,12 @@ def decode_cursor(cursor: str) -> int:
 
 
 class RunStore:
-    def __init__(self, config: Config, path: Path | None = None, clock=time.time):
+    def __init__(self, config: Config, path: Path | None = None, clock=time.time,
+                 log: Callable[[str], None] = lambda _: None):
         """`path`: the database file (created if absent); None keeps everything in memory."""
         self.config = config
         self._clock = clock
+        self._log = log
         self.db = Database(path)
         self._live: dict[str, Run] = {}
         self._live_lock = threading.Lock()
@@ -430,10 +432,11 @@ class RunStore:
                 if now >= next_purge:
                     next_purge = now + min(max(self._retention() / 4, 0.05), 30.0)
                     self.purge()
-            except sqlite3.Error:
+            except Exception as e:  # noqa: BLE001 - the thread must outlive a bad moment
                 if self._stop.is_set():
                     return  # closed under us at shutdown
-                raise
+                self._log(f"store maintenance: {e} (retrying)")
+                self._stop.wait(1.0)
             self._wake.wait(0.1 if live else min(max(next_purge - now, 0.05), 30.0))
             self._wake.clear()
 
