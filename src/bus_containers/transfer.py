@@ -50,21 +50,25 @@ class _Counted:
 
 
 class _IterReader:
-    """A read() over an iterator of bytes, for tarfile's stream mode."""
+    """A read() over an iterator of bytes, for tarfile's stream mode (which asks for
+    10 KiB at a time): one chunk is held and handed out by position, never re-copied."""
 
     def __init__(self, chunks: Iterator[bytes]):
-        self._chunks, self._buffer = chunks, b""
+        self._chunks, self._chunk, self._pos = chunks, b"", 0
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buffer) < n:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if n < 0:
-            n = len(self._buffer)
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
+        parts = []
+        while n < 0 or n > 0:
+            if self._pos >= len(self._chunk):
+                self._chunk, self._pos = next(self._chunks, b""), 0
+                if not self._chunk:
+                    break
+            end = len(self._chunk) if n < 0 else min(len(self._chunk), self._pos + n)
+            parts.append(self._chunk[self._pos:end])
+            if n > 0:
+                n -= end - self._pos
+            self._pos = end
+        return b"".join(parts)
 
 
 def read_chunks(fd: int, size: int = STDIN_CHUNK) -> Iterator[bytes]:

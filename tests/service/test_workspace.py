@@ -244,3 +244,20 @@ def test_cp_over_something_it_cannot_replace_is_a_clear_error(tmp_path):
     assert not list(tmp_path.glob(".bus-cp-*"))
     with pytest.raises(e.WorkspaceError):
         ws.extract_download(io.BytesIO(folder), tmp_path / "no" / "such" / "dir", "out")
+
+
+def test_the_download_reader_gives_exact_bytes_however_it_is_cut():
+    import random
+
+    from bus_containers.transfer import _IterReader
+
+    data = os.urandom(200_000)
+    rng = random.Random(7)
+    for _ in range(30):
+        cuts = sorted(rng.sample(range(1, len(data)), 15))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        reader = _IterReader(iter(pieces))
+        got = []
+        while piece := reader.read(rng.choice([1, 513, 10240, 70000])):
+            got.append(piece)
+        assert b"".join(got) == data
