@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.cli import BIN, clean_env, run_cli
 from tests.support.emulator import start_emulator
+from tests.support.gitrepo import dirty_repo, git
 
 pytestmark = pytest.mark.e2e
 
@@ -44,27 +45,12 @@ def user(emu, tmp_path):
     return clean_env(BUS_API_BASE_URL=emu.url, BUS_CONFIG_DIR=str(config)), token
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout
-
-
 def make_repo(path: Path) -> Path:
-    path.mkdir()
-    git(path, "init", "-q")
-    git(path, "config", "user.email", "dev@example.com")
-    git(path, "config", "user.name", "dev")
-    (path / "edited.txt").write_text("committed\n")
-    (path / "gone.txt").write_text("to remove\n")
-    (path / "tool.sh").write_text("#!/bin/sh\necho tool\n")
-    (path / "tool.sh").chmod(0o755)
-    (path / ".gitignore").write_text("*.log\n")
-    git(path, "add", ".")
-    git(path, "commit", "-qm", "base")
-    (path / "edited.txt").write_text("committed\nuncommitted edit\n")  # not committed
-    (path / "untracked.txt").write_text("untracked\n")
-    (path / "debug.log").write_text("ignored\n")
-    return path
+    return dirty_repo(path, {"edited.txt": "committed\n", "gone.txt": "to remove\n",
+                             "tool.sh": "#!/bin/sh\necho tool\n"},
+                      then={"edited.txt": "committed\nuncommitted edit\n",
+                            "untracked.txt": "untracked\n", "debug.log": "ignored\n"},
+                      executable=("tool.sh",))
 
 
 def tree_of(root: Path) -> dict[str, tuple]:

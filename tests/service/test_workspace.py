@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -13,33 +12,17 @@ import pytest
 
 from bus_containers import errors as e
 from bus_containers import workspace as ws
+from tests.support.gitrepo import dirty_repo, git
 
 from .helpers import BASE
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
 @pytest.fixture
 def repo(tmp_path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "dev@example.com")
-    git(root, "config", "user.name", "dev")
-    (root / "committed.txt").write_text("v1\n")
-    (root / "run.sh").write_text("#!/bin/sh\n")
-    (root / "run.sh").chmod(0o755)
-    (root / ".gitignore").write_text("*.log\nbuild/\n")
-    git(root, "add", ".")
-    git(root, "commit", "-qm", "base")
-    (root / "committed.txt").write_text("v2, not committed\n")
-    (root / "new.txt").write_text("untracked\n")
-    (root / "debug.log").write_text("ignored\n")
-    (root / "build").mkdir()
-    (root / "build" / "out.o").write_text("ignored too\n")
-    return root
+    return dirty_repo(tmp_path / "repo", {"committed.txt": "v1\n", "run.sh": "#!/bin/sh\n"},
+                      then={"committed.txt": "v2, not committed\n", "new.txt": "untracked\n",
+                            "debug.log": "ignored\n", "build/out.o": "ignored too\n"},
+                      ignore="*.log\nbuild/\n", executable=("run.sh",))
 
 
 def members(tree: ws.Tree) -> dict[str, tarfile.TarInfo]:
