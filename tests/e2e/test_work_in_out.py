@@ -29,7 +29,8 @@ RUN_SCRIPT = "cat edited.txt; ls; echo new > made.txt; rm gone.txt"
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emu"))
+    emulator = start_emulator(tmp_path_factory.mktemp("emu"),
+                              config="[plans.small]\nworkspace_bytes = 4000\n")
     yield emulator
     emulator.stop()
 
@@ -226,3 +227,20 @@ def test_detach_with_stdin_sends_it_all_first(user):
     run_id = started.stdout.strip()
     assert run_cli(["bus-containers", "wait", run_id], env=env).code == 0
     assert run_cli(["bus-containers", "logs", run_id], env=env).stdout == "all of it\n"
+
+
+def test_over_the_plan_is_said_before_any_upload(emu, tmp_path):
+    sub = f"io-{uuid.uuid4()}"
+    emu.set_plan(sub, "small")
+    env = clean_env(BUS_API_BASE_URL=emu.url, BUS_AI_TOKEN=emu.token(sub))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(b"x" * 9000)
+    (tree / "small.txt").write_text("s")
+    emu.reset_counters()
+    got = run_cli(["bus-containers", "run", "-w", str(tree), "--", "true"], env=env)
+    assert got.code == 5
+    assert "the plan allows 4.0 kB per workspace" in got.stderr
+    assert got.stderr.index("big.bin") < got.stderr.index("small.txt")  # biggest first
+    puts = [k for k in emu.stats()["attempts"] if k.startswith("PUT /api/v1/containers/work")]
+    assert not puts
