@@ -422,6 +422,21 @@ def test_pagination_over_250_runs_has_no_duplicates_or_gaps(emu):
     assert seen == list(reversed(ids))  # newest first, each exactly once
 
 
+def test_a_list_carries_summaries_and_the_run_its_output(emu):
+    """Issue 13: a page's cost does not depend on what its runs printed (CONTRACT 9)."""
+    api = Api(emu)
+    run = api.run(["sh", "-c", "head -c 9000 /dev/zero | tr '\\0' x; echo E >&2"])
+    listed = api.get("/runs").json()["runs"][0]
+    assert listed["id"] == run["id"]
+    assert "stdout" not in listed and "stderr" not in listed
+    assert listed["output_bytes"] == 4096 and listed["output_truncated"] is True
+    assert listed["usage"]["run_seconds"] >= 0
+    assert run["stdout"] == "x" * 4096 and run["output_bytes"] == 4096
+    lines = [x for x in api.logs(run["id"]) if "data_b64" in x]
+    assert all(run["created_at"][:10] == x["time"][:10] and x["time"].endswith("Z")
+               and len(x["time"]) == len("2026-11-29T07:10:00.123Z") for x in lines)
+
+
 def test_default_limit_is_20_and_status_filter(emu):
     api = Api(emu)
     emu.seed(api.sub, 30, status="failed")
