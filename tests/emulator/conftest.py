@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 
 CONFIG = """
 [emulator]
@@ -32,8 +30,4 @@ run_seconds_per_period = 1
 """
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emu"), config=CONFIG)
-    yield emulator
-    emulator.stop()
+emu = module_emulator("emu", CONFIG)

@@ -13,11 +13,10 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import pytest
 import requests
 
 from tests.emulator.helpers import Api, assert_error, output_of, wait_until
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator, start_emulator
 
 IDLE, HEADER, BODY_IDLE = 2, 3, 1
 CONFIG = f"""
@@ -30,12 +29,9 @@ NOFILE = 256
 CONNECTIONS = 300
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("slow-clients"), config=CONFIG,
-                              wrap=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"])
-    yield emulator
-    emulator.stop()
+# Under `ulimit -n 256`, set by util-linux prlimit before the emulator starts.
+emu = module_emulator("slow-clients", CONFIG,
+                      wrap=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"])
 
 
 def threads_of(pid: int) -> int:
@@ -113,14 +109,16 @@ def test_300_idle_and_half_sent_connections(emu):
         # Waiting connections are capped well below 300 (a quarter of the 256 descriptors
         # is left to runs), so there are not 300 threads.
         assert threads_loaded < threads_before + 200, (threads_before, threads_loaded)
-        # At most 2x, plus 15 ms for the noise of a shared 2-core machine.
-        assert loaded <= 2 * base + 0.015, (base, loaded)
-        # Every idle or half-sent connection is closed by the server within its timeout.
-        deadline = time.monotonic() + HEADER + 2
+        # At most 2x, plus 50 ms for the noise of a shared, loaded 2-core machine (without
+        # the limits, these requests waited seconds for a thread or timed out).
+        assert loaded <= 2 * base + 0.05, (base, loaded)
+        # Every idle or half-sent connection is closed by the server after its timeout
+        # (awaited: the slack only matters on a machine too loaded to schedule the closes).
+        deadline = time.monotonic() + HEADER + 5
         for sock in held:
             assert closed_by_server(sock, max(0.1, deadline - time.monotonic()))
         assert closed_by_server(trickler, max(0.1, deadline - time.monotonic()))
-        wait_until(lambda: threads_of(pid) <= threads_before + 3, timeout=5,
+        wait_until(lambda: threads_of(pid) <= threads_before + 3, timeout=10,
                    what="threads released")
     finally:
         stop_trickle.set()

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.emulator.helpers import Api, assert_error, new_sub
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 
 TOKEN_PATH = "/api/v1/auth/token"
 ADMIN_CALLS = [("GET", "/_emulator/faults", None),
@@ -36,11 +36,7 @@ billing = false
 """
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("owner-only"), config=CONFIG)
-    yield emulator
-    emulator.stop()
+emu = module_emulator("owner-only", CONFIG)
 
 
 def raw(emu, method: str, path: str, body=None, headers=None):

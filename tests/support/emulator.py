@@ -133,6 +133,20 @@ def start_emulator(state_dir: Path, config: str | Path | None = None,
         raise EmulatorError(str(e)) from None
 
 
+def module_emulator(name: str, config: str | None = None, **kw: Any):
+    """A module-scoped pytest fixture: one real emulator shared by a module's tests,
+    stopped (and checked) after them. `emu = module_emulator("slow-clients", CONFIG)`."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def emu(tmp_path_factory):
+        emulator = start_emulator(tmp_path_factory.mktemp(name), config=config, **kw)
+        yield emulator
+        emulator.stop()
+
+    return emu
+
+
 # -- /proc helpers ----------------------------------------------------------------------
 
 def wait_gone(pids: dict[int, str], timeout: float) -> dict[int, str]:
