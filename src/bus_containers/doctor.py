@@ -82,7 +82,7 @@ def diagnose(*, api_url: str | None, token_file: str | None, timeout: float,
     yield check
     yield _claims(found, invocation, now)
     yield _origin(found, api_url, env, host_obj)
-    yield _network(found, invocation, deadline, make_client)
+    yield _network(found, invocation, deadline, make_client, env)
     yield _runner(found)
     yield _billing(found, invocation)
 
@@ -179,7 +179,7 @@ def _origin(found: _Found, api_url: str | None, env: Mapping[str, str],
 
 
 def _network(found: _Found, invocation: Invocation, deadline: float,
-             make_client: Callable) -> Check:
+             make_client: Callable, env: Mapping[str, str]) -> Check:
     if found.origin is None:
         return Check("network", "reachability", "skip", "no valid API origin")
     parts = urlsplit(found.origin)
@@ -210,17 +210,17 @@ def _network(found: _Found, invocation: Invocation, deadline: float,
             sock.connect(address)
             ms["tcp"] = _ms(started)
             if parts.scheme == "https":
-                import ssl
-
                 started = time.perf_counter()
-                context = ssl.create_default_context()
+                context = _tls_context(env)
                 with context.wrap_socket(sock, server_hostname=host):
                     ms["tls"] = _ms(started)
     except OSError as exc:
-        step = "TLS with" if "tcp" in ms else "connect to"
-        return fail(f"cannot {step} {host}:{port}: {_reason(exc)}",
-                    _start_fix(found.origin, host, port) if "tcp" not in ms
-                    else f"Check the certificate of {host} (or the system's CA store).")
+        if "tcp" not in ms:
+            return fail(f"cannot connect to {host}:{port}: {_reason(exc)}",
+                        _start_fix(found.origin, host, port))
+        return fail(f"TLS with {host}:{port} failed: {_reason(exc)}",
+                    f"Check the certificate of {host}; a private CA goes in "
+                    "$REQUESTS_CA_BUNDLE (a PEM file).")
     if not found.token_usable or (found.scopes is not None
                                   and COMMANDS["status"].scope not in found.scopes):
         return Check("network", "reachability", "ok",
@@ -296,6 +296,17 @@ def _billing(found: _Found, invocation: Invocation) -> Check:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _tls_context(env: Mapping[str, str]):
+    """The certificates requests (the service) trusts, so this check agrees with the
+    calls: $REQUESTS_CA_BUNDLE or $CURL_CA_BUNDLE, else requests' own bundle."""
+    import ssl
+
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    cafile = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
+    return ssl.create_default_context(cafile=cafile)
+
+
 def _resolve(host: str, port: int, seconds: float) -> list:
     """getaddrinfo with a limit: the resolver has no timeout of its own, so it runs in a
     thread that is abandoned when late (a broken DNS must not hang `doctor`)."""

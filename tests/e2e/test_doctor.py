@@ -4,6 +4,7 @@ emulator for the module."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -171,3 +172,54 @@ def test_billing_required(emu, tmp_path):
                                           BUS_CONFIG_DIR=str(tmp_path)), "--json",
                                 secrets=(token,)).stdout)
     assert checks[-1]["status"] == "fail" and checks[-1]["exit_code"] == 5
+
+
+def test_tls_failure_names_the_certificate(emu, tmp_path):
+    """An https origin whose certificate nobody vouches for: the TLS step fails (exit 1),
+    after DNS and TCP passed, and says where a private CA goes."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl tool to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+
+    def serve() -> None:  # handshakes (and fails them) until the socket is closed
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    token = emu.token(str(uuid.uuid4()))
+    try:
+        got = _doctor(clean_env(BUS_AI_TOKEN=token,
+                                BUS_AI_API_URL=f"https://127.0.0.1:{server.getsockname()[1]}",
+                                BUS_CONFIG_DIR=str(tmp_path)), secrets=(token,))
+    finally:
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        server.close()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert got.code == 1
+    line, fix = _failure(got, "reachability")
+    assert "TLS with 127.0.0.1" in line and "certificate verify failed" in line
+    assert "$REQUESTS_CA_BUNDLE" in fix

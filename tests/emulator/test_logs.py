@@ -16,7 +16,8 @@ def test_non_follow_after_finish_has_chunks_then_end(emu):
     api = Api(emu)
     run = api.run(["sh", "-c", "printf abc; printf XY >&2; printf def"])
     lines = api.logs(run["id"])
-    assert lines[-1] == {"event": "end", "status": "succeeded", "exit_code": 0}
+    assert lines[-1] == {"event": "end", "status": "succeeded", "exit_code": 0,
+                         "output_truncated": False}
     chunks = lines[:-1]
     assert output_of(chunks, "stdout") == b"abcdef" and output_of(chunks, "stderr") == b"XY"
     # offsets count both streams together, contiguously
@@ -37,7 +38,7 @@ def test_offset_resumes_exactly_even_inside_a_chunk(emu):
             assert lines[0]["offset"] == offset
         assert lines[-1]["event"] == "end"
     assert api.logs(run["id"], offset=999) == [{"event": "end", "status": "succeeded",
-                                                 "exit_code": 0}]
+                                                 "exit_code": 0, "output_truncated": False}]
 
 
 def test_binary_and_multibyte_output_survive(emu):
@@ -71,7 +72,8 @@ def test_follow_streams_lines_before_the_run_ends(emu):
     assert b"".join(d for _, d in data) == b"1\n2\n3\n"
     assert len(data) == 3
     assert data[2][0] - data[0][0] > 0.4  # each line came as it was printed
-    assert arrivals[-1][1] == {"event": "end", "status": "succeeded", "exit_code": 0}
+    assert arrivals[-1][1] == {"event": "end", "status": "succeeded", "exit_code": 0,
+                               "output_truncated": False}
 
 
 def test_follow_ends_when_the_run_is_deleted(emu):
@@ -152,3 +154,10 @@ def test_many_idle_followers_cost_no_cpu_and_all_get_everything(emu):
     for lines in results:
         assert output_of(lines) == b"startend" and lines[-1]["event"] == "end"
     assert used < 0.5, f"the emulator used {used:.2f} s of CPU for 30 idle followers"
+
+
+def test_the_end_line_says_when_output_was_truncated(emu):
+    """A client that streamed the output (it never sees the run object) can still warn."""
+    api = Api(emu)
+    run = api.run(["sh", "-c", "head -c 5000 /dev/zero"])  # the module's cap is 4096
+    assert api.logs(run["id"])[-1]["output_truncated"] is True

@@ -40,7 +40,8 @@ def test_cancel_stops_the_run_keeps_it_and_its_output(emu):
     # kept: get, list and logs still have it and what it wrote
     assert api.get(f"/runs/{run_id}").json()["status"] == "cancelled"
     assert output_of(api.logs(run_id)) == b"started\n"
-    assert api.logs(run_id)[-1] == {"event": "end", "status": "cancelled", "exit_code": None}
+    assert api.logs(run_id)[-1] == {"event": "end", "status": "cancelled",
+                                     "exit_code": None, "output_truncated": False}
 
 
 def test_cancel_of_a_finished_run_changes_nothing(emu):

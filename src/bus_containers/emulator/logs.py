@@ -38,7 +38,9 @@ def stream(run: Run, offset: int, follow: bool, stopping: threading.Event,
             yield json.dumps(line).encode() + b"\n"
         if final:
             with run.cond:
-                end = {"event": "end", "status": run.status, "exit_code": run.exit_code}
+                # output_truncated: a client that streamed the output can say it was cut
+                end = {"event": "end", "status": run.status, "exit_code": run.exit_code,
+                       "output_truncated": run.truncated}
             yield json.dumps(end).encode() + b"\n"
             return
         if not follow:
