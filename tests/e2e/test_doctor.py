@@ -14,19 +14,14 @@ import uuid
 import pytest
 
 from tests.support.cli import SCOPES, clean_env, run_cli
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 
 pytestmark = pytest.mark.e2e
 
 CHECKS = ["config_dir", "token", "claims", "origin", "network", "runner", "billing"]
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("doctor"),
-                              config="[plans.unbilled]\nbilling = false\n")
-    yield emulator
-    emulator.stop()
+emu = module_emulator("doctor", "[plans.unbilled]\nbilling = false\n")
 
 
 def _token_file(tmp_path, token: str, mode: int = 0o600):

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.support.cli import BIN, SCOPES, clean_env, run_cli
-from tests.support.emulator import alive, start_emulator
+from tests.support.emulator import alive, module_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +29,7 @@ billing = false
 """
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("everyday"), config=CONFIG)
-    yield emulator
-    emulator.stop()
+emu = module_emulator("everyday", CONFIG)
 
 
 class Account:
