@@ -29,7 +29,7 @@ from .settings import (
     resolve_config_dir_and_source,
     resolve_token,
 )
-from .times import ago
+from .times import ago, duration
 from .token import EXPIRY_LEEWAY_SECONDS, read_claims, token_scopes
 
 PROBE_TIMEOUT = 5.0  # each of DNS, TCP, TLS, at most; inside the command's --timeout
@@ -147,7 +147,7 @@ def _claims(found: _Found, invocation: Invocation, now: float) -> Check:
                          f"{account}; the token expired {_when(exp, now)}",
                          fix=token_hint(invocation).replace("Get a token", "Get a new token"),
                          exit_code=ExitCode.AUTH)
-        expiry = f"; expires in {_span(exp - now)}"
+        expiry = f"; expires in {duration(exp - now)}"
     scopes = token_scopes(claims)
     found.scopes = scopes
     found.token_usable = True
@@ -404,16 +404,6 @@ def _when(exp: float, now: float) -> str:
     except (OverflowError, OSError, ValueError):
         return "long ago"
     return f"at {when:%Y-%m-%d %H:%M:%SZ} ({ago(when, datetime.fromtimestamp(now, timezone.utc))})"
-
-
-def _span(seconds: float) -> str:
-    if seconds < 120:
-        return f"{int(seconds)} s"
-    if seconds < 7200:
-        return f"{int(seconds // 60)} min"
-    if seconds < 172800:
-        return f"{int(seconds // 3600)} h"
-    return f"{int(seconds // 86400)} d"
 
 
 def _quoted(path: str) -> str:
