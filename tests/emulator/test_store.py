@@ -358,3 +358,27 @@ def test_runs_killed_by_a_stop_say_so_and_a_run_that_succeeds_first_keeps_it():
         assert store.get("a", lucky.id).to_json()["status"] == "succeeded"
     finally:
         store.close()
+
+
+def test_removals_are_told_only_once_committed():
+    now = [1000.0]
+    conf = cfg.parse_config({"emulator": {"retention_seconds": 10},
+                             "plans": {"nobill": {"billing": False}}})
+    store = RunStore(conf, clock=lambda: now[0])
+    told = []
+    store.on_removed = lambda run: told.append(run.id)
+    try:
+        old, _ = store.create("a", SPEC, "k", "u")
+        old.finish("succeeded", 0)
+        now[0] = old.finished_at + 11  # expired: the key's next use deletes it first...
+        store._stop.set()  # (and not the background purge)
+        store._maintainer.join(5)
+        store.set_plan("a", "nobill")
+        with pytest.raises(ApiError):  # ...but this create is refused: rolled back
+            store.create("a", SPEC, "k", "u")
+        assert told == []
+        store.set_plan("a", "default")
+        assert store.create("a", SPEC, "k", "u")[1] is True
+        assert told == [old.id]
+    finally:
+        store.close()

@@ -92,15 +92,22 @@ class RunStore:
         """
         fingerprint = spec_to_json(spec)
         now = self._clock()
-        removed: list[Run] = []
+        removed: list[Run] = []  # told only once committed: a refusal rolls them back
+        created: list[Run] = []
         try:
-            return self._create(owner, spec, idem_key, billing_url, fingerprint, now,
-                                removed)
-        finally:
-            self._removed(removed)
+            answer = self._create(owner, spec, idem_key, billing_url, fingerprint, now,
+                                  removed, created)
+        except BaseException:
+            with self._live_lock:  # the commit itself failed: the run never existed
+                for run in created:
+                    self._live.pop(run.id, None)
+            raise
+        self._removed(removed)
+        return answer
 
     def _create(self, owner: str, spec: RunSpec, idem_key: str | None, billing_url: str,
-                fingerprint: str, now: float, removed: list[Run]) -> tuple[Run, bool]:
+                fingerprint: str, now: float, removed: list[Run], created: list[Run]
+                ) -> tuple[Run, bool]:
         with self.db.write() as con:
             if idem_key is not None:
                 row = con.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE owner = ? AND "
@@ -131,6 +138,7 @@ class RunStore:
                         (run.id, owner, now))
             removed += self._cap_runs(con, owner)
             # Live before the commit makes it visible: a reader never gets a stale copy.
+            created.append(run)
             with self._live_lock:
                 self._live[run.id] = run
         self._wake.set()
