@@ -82,7 +82,7 @@ class Plan:
     stdin_bytes: int | None = 4 * GiB
     # Stored runs per account: past either cap the oldest finished runs are deleted first.
     stored_runs: int | None = 250_000
-    stored_output_bytes: int | None = 4 * GiB
+    stored_bytes: int | None = 4 * GiB  # output plus request bodies of the stored runs
 
 
 @dataclass(frozen=True)

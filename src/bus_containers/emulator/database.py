@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 POOL_SIZE = 8
 
 SCHEMA = """
@@ -28,7 +28,7 @@ CREATE TABLE accounts (
     last_seq INTEGER NOT NULL DEFAULT 0,   -- per-account run numbers (cursors)
     period_start REAL NOT NULL,            -- first request: usage periods count from it
     stored_runs INTEGER NOT NULL DEFAULT 0,
-    output_bytes INTEGER NOT NULL DEFAULT 0
+    stored_bytes INTEGER NOT NULL DEFAULT 0  -- output plus requests (spec) of its runs
 ) WITHOUT ROWID;
 
 CREATE TABLE runs (
@@ -64,11 +64,12 @@ CREATE UNIQUE INDEX runs_by_idem ON runs (owner, idem_key) WHERE idem_key IS NOT
 -- caps) can forget.
 CREATE TRIGGER runs_removed AFTER DELETE ON runs BEGIN
     UPDATE accounts SET stored_runs = stored_runs - 1,
-                        output_bytes = output_bytes - OLD.output_bytes
+                        stored_bytes = stored_bytes - OLD.output_bytes
+                                       - length(CAST(OLD.spec AS BLOB))
     WHERE owner = OLD.owner;
 END;
 CREATE TRIGGER runs_output_grew AFTER UPDATE OF output_bytes ON runs BEGIN
-    UPDATE accounts SET output_bytes = output_bytes + NEW.output_bytes - OLD.output_bytes
+    UPDATE accounts SET stored_bytes = stored_bytes + NEW.output_bytes - OLD.output_bytes
     WHERE owner = NEW.owner;
 END;
 

@@ -125,8 +125,9 @@ class RunStore:
             self._ensure_account(con, owner, now)
             self._check_plan(con, owner, now, billing_url)
             seq = con.execute("UPDATE accounts SET last_seq = last_seq + 1, stored_runs = "
-                              "stored_runs + 1 WHERE owner = ? RETURNING last_seq",
-                              (owner,)).fetchone()[0]
+                              "stored_runs + 1, stored_bytes = stored_bytes + ? "
+                              "WHERE owner = ? RETURNING last_seq",
+                              (len(fingerprint.encode()), owner)).fetchone()[0]
             run = Run(new_run_id(), owner, seq, spec, now,
                       output_cap=self.config.limits.output_cap_bytes, sink=self)
             run.pk = con.execute(
@@ -221,19 +222,21 @@ class RunStore:
         # The spec of `echo seed-<i>`, by substitution: JSON-encoding each costs more than
         # inserting it.
         head, tail = spec_to_json(RunSpec(profile, ("echo", "SEED"), 1)).split('"SEED"')
+        specs = [f'{head}"seed-{i}"{tail}' for i in range(count)]
+        spec_bytes = sum(len(spec) for spec in specs)  # ASCII: characters are bytes
         removed: list[Run] = []
         with self.db.write() as con:
             self._ensure_account(con, owner, self._clock())
             last = con.execute("UPDATE accounts SET last_seq = last_seq + ?1, stored_runs = "
-                               "stored_runs + ?1 WHERE owner = ?2 RETURNING last_seq",
-                               (count, owner)).fetchone()[0]
+                               "stored_runs + ?1, stored_bytes = stored_bytes + ?2 "
+                               "WHERE owner = ?3 RETURNING last_seq",
+                               (count, spec_bytes, owner)).fetchone()[0]
             first = last - count + 1
             con.executemany(
                 "INSERT INTO runs (id, owner, seq, status, profile, spec, exit_code, "
                 "created_at, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, owner, first + i, status, profile, f'{head}"seed-{i}"{tail}',
-                  exit_code, finished_at, finished_at, finished_at)
-                 for i, run_id in enumerate(ids)))
+                ((run_id, owner, first + i, status, profile, specs[i], exit_code,
+                  finished_at, finished_at, finished_at) for i, run_id in enumerate(ids)))
             removed += self._cap_runs(con, owner)
         self._removed(removed)
         return ids
@@ -256,19 +259,21 @@ class RunStore:
         return self._delete(con, "pk IN (SELECT pk FROM runs WHERE owner = ? AND finished_at "
                                  "IS NOT NULL ORDER BY seq LIMIT ?)", (owner, stored - cap))
 
-    def _cap_output(self, con: sqlite3.Connection, owner: str, keep_pk: int) -> list[Run]:
-        """Past the plan's cap on stored output bytes, the oldest finished runs go first
+    def _cap_bytes(self, con: sqlite3.Connection, owner: str, keep_pk: int) -> list[Run]:
+        """Past the plan's cap on stored bytes (output plus request bodies: a body of up to
+        max_body_bytes a run must not fill the disk either), the oldest finished runs go first
         (never the run that just finished: its creator may be waiting for it)."""
-        cap = self.config.plan_for(owner).stored_output_bytes
+        cap = self.config.plan_for(owner).stored_bytes
         if cap is None:
             return []
-        excess = con.execute("SELECT output_bytes FROM accounts WHERE owner = ?",
+        excess = con.execute("SELECT stored_bytes FROM accounts WHERE owner = ?",
                              (owner,)).fetchone()[0] - cap
         if excess <= 0:
             return []
         doomed, removed = [], []
         for pk, size in con.execute(
-                "SELECT pk, output_bytes FROM runs WHERE owner = ? AND finished_at IS NOT NULL"
+                "SELECT pk, output_bytes + length(CAST(spec AS BLOB)) FROM runs "
+                "WHERE owner = ? AND finished_at IS NOT NULL"
                 " AND pk != ? ORDER BY seq", (owner, keep_pk)):
             doomed.append(pk)
             excess -= size
@@ -350,7 +355,7 @@ class RunStore:
             con.execute("UPDATE usage_runs SET started_at = ?, finished_at = ? WHERE run_id = ?",
                         (run.started_at, run.finished_at, run.id))
             if run.finished:
-                removed = self._cap_output(con, run.owner, run.pk)
+                removed = self._cap_bytes(con, run.owner, run.pk)
         self._removed(removed)
         if run.finished:
             with self._live_lock:
@@ -530,10 +535,10 @@ class RunStore:
             start = self._period(con, owner, plan.period_seconds, now)
             runs, seconds = self._period_use(con, owner, start, now)
             active = self._active_count(con, owner)
-            stored_runs, output_bytes = con.execute(
-                "SELECT stored_runs, output_bytes FROM accounts WHERE owner = ?",
+            stored_runs, stored_bytes = con.execute(
+                "SELECT stored_runs, stored_bytes FROM accounts WHERE owner = ?",
                 (owner,)).fetchone()
         return {"plan": plan, "period_start": start,
                 "period_end": start + plan.period_seconds, "runs": runs,
                 "run_seconds": round(seconds, 3), "concurrent_runs": active,
-                "stored_runs": stored_runs, "stored_output_bytes": output_bytes}
+                "stored_runs": stored_runs, "stored_bytes": stored_bytes}
