@@ -383,3 +383,24 @@ def test_removals_are_told_only_once_committed():
         assert told == [old.id]
     finally:
         store.close()
+
+
+def test_a_failing_write_is_logged_and_the_run_goes_on(monkeypatch):
+    logged = []
+    store = RunStore(config(), log=logged.append)
+    try:
+        run, _ = store.create("a", SPEC, None, "u")
+
+        def full(*args):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store, "_save_chunk", full)
+        monkeypatch.setattr(store, "_save_state", full)
+        run.add_output("stdout", b"x", now=1.0)
+        run.add_output("stdout", b"y", now=2.0)  # stores (fails) the first chunk
+        run.finish("succeeded", 0)
+        assert run.finished and store.get("a", run.id) is run  # still live: the truth
+        assert any("not stored" in line and "disk is full" in line for line in logged)
+    finally:
+        monkeypatch.undo()
+        store.close()

@@ -331,6 +331,13 @@ class RunStore:
     def save_chunk(self, run: Run, stream: str, offset: int, at: float, data: bytes) -> None:
         if self.db.closed:
             return  # a run thread outlived the shutdown: the next start recovers the run
+        try:
+            self._save_chunk(run, stream, offset, at, data)
+        except sqlite3.Error as e:  # e.g. a full disk: the run goes on, the bytes are lost
+            self._log(f"output of {run.id} not stored: {e}")
+
+    def _save_chunk(self, run: Run, stream: str, offset: int, at: float, data: bytes
+                    ) -> None:
         with self.db.write() as con:
             # A run deleted under the runner: its chunks have nowhere to go.
             con.execute("INSERT INTO output (run, offset, stream, at, data) SELECT ?, ?, ?, ?, ?"
@@ -342,6 +349,12 @@ class RunStore:
     def save_state(self, run: Run) -> None:
         if self.db.closed:
             return  # as in save_chunk
+        try:
+            self._save_state(run)
+        except sqlite3.Error as e:  # as in save_chunk; the run stays live, so readers
+            self._log(f"state of {run.id} not stored: {e}")  # still see its true state
+
+    def _save_state(self, run: Run) -> None:
         stored = run.pending_at if run.pending else run.captured
         workspace = json.dumps(run.workspace) if run.workspace is not None else None
         removed: list[Run] = []
