@@ -116,6 +116,12 @@ TAR_SLIPS = {
     "link chain": [special("here", tarfile.SYMTYPE, "."),
                    special("here/out", tarfile.SYMTYPE, "../outside")],
     "hard link out": [special("h", tarfile.LNKTYPE, "../../etc/passwd")],
+    "relative link out of a subdirectory": [special("a", tarfile.DIRTYPE),
+                                            special("a/b", tarfile.DIRTYPE),
+                                            special("a/b/l", tarfile.SYMTYPE, "../../../x")],
+    # Lands as a/l: its target counts from a, not from a/l (tarfile's filter missed it).
+    "link named with a trailing slash": [special("a", tarfile.DIRTYPE),
+                                         special("a/l/", tarfile.SYMTYPE, "../../x")],
     "device node": [special("dev", tarfile.CHRTYPE)],
     "fifo": [special("fifo", tarfile.FIFOTYPE)],
 }
@@ -204,12 +210,18 @@ def snapshot(root: Path) -> dict[str, tuple]:
 def test_archive_of_one_file_and_refusals(emu):
     api, other = Api(emu), Api(emu)
     sha = upload(api, sample_tree())
-    run = api.run(["sh", "-c", "echo made > made.txt; ln -s /etc escape"], workspace=sha)
+    run = api.run(["sh", "-c", "echo made > made.txt; ln -s /etc escape; mkdir -p d/e; "
+                   "echo deep > d/e/f.txt"], workspace=sha)
     rid = run["id"]
     r = api.get(f"/runs/{rid}/workspace/archive", params={"path": "made.txt"})
     with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
         assert tar.getnames() == ["made.txt"]
         assert tar.extractfile("made.txt").read() == b"made\n"
+    # Named by the last part, as docker cp names a copy (never the parents d/e).
+    for path, names in [("d/e/f.txt", ["f.txt"]), ("/workspace/d/e", ["e", "e/f.txt"])]:
+        r = api.get(f"/runs/{rid}/workspace/archive", params={"path": path})
+        with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
+            assert tar.getnames() == names
     r = api.get(f"/runs/{rid}/workspace/archive", params={"path": "/workspace/made.txt"})
     assert r.status_code == 200
     assert_error(api.get(f"/runs/{rid}/workspace/archive", params={"path": "nope"}),
