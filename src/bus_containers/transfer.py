@@ -213,13 +213,13 @@ class TransferCalls:
                                          retry=False)
 
     def download(self, run_id: str, path: str, dest: str | os.PathLike) -> list[str]:
-        """Copy `path` from the finished run's /workspace to `dest` (as `cp` does: a file
-        to a file or into a directory, a directory to a new directory or into one).
-        Unsafe members are refused (UnsafeArchive): nothing lands outside `dest`. The
-        paths written."""
-        from . import workspace as ws
+        """Copy `path` from the finished run's /workspace to `dest` (as `cp -r` does: a
+        file to a file or into a directory, a directory to a new directory or into one;
+        see `download`). Unsafe members are refused (UnsafeArchive): nothing lands outside
+        `dest`. The paths written."""
+        from .download import extract_download
 
-        return ws.extract_download(_IterReader(self.iter_archive(run_id, path)), dest, path)
+        return extract_download(_IterReader(self.iter_archive(run_id, path)), dest, path)
 
 
 class _about:

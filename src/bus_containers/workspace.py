@@ -1,5 +1,5 @@
-"""The local side of workspaces: which files to send, as a deterministic tar, and how to
-unpack what comes back. No HTTP and no printing: the service uploads, render words.
+"""The local side of workspaces: which files to send, as a deterministic tar (what comes
+back is placed by `download`). No HTTP and no printing: the service uploads, render words.
 
 Inside a git work tree the files are what `git ls-files --cached --others
 --exclude-standard` lists (tracked files plus untracked ones that are not ignored), with
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import errors as e
-from . import tarsafe
 
 GIT_TIMEOUT = 120
 BIGGEST_SHOWN = 5
@@ -210,56 +208,3 @@ def packed(tree: Tree):
             digest.update(chunk)
         f.seek(0)
         yield digest.hexdigest(), size, f
-
-
-# -- downloads -------------------------------------------------------------------------------
-def extract_download(stream: BinaryIO, dest: str | os.PathLike, source: str) -> list[str]:
-    """Unpack a downloaded tar of `source` (a path in /workspace) at `dest`, like `cp`:
-    a single file goes to `dest` (or into it, when `dest` is a directory); a directory
-    becomes `dest` (or goes into it, when `dest` is an existing directory). Unsafe
-    members are refused (tarsafe). The paths written, relative to where they went."""
-    dest = Path(dest)
-    try:
-        return _extract_download(stream, dest, source)
-    except OSError as exc:  # DEST not writable, a file where a directory goes, a full disk
-        where = exc.filename or dest
-        raise e.WorkspaceError(f"cannot write {str(where)!r}: {exc.strerror or exc}",
-                               path=str(where)) from None
-
-
-def _extract_download(stream: BinaryIO, dest: Path, source: str) -> list[str]:
-    parent = dest if dest.is_dir() else dest.parent
-    if not parent.is_dir():
-        raise e.WorkspaceError(f"{str(parent)!r} is not a directory", path=str(parent))
-    staging: Path | None = Path(tempfile.mkdtemp(prefix=".bus-cp-", dir=parent))
-    try:
-        try:
-            tarsafe.extract(stream, staging)
-        except tarsafe.Refused as exc:
-            raise e.UnsafeArchive(f"refused to unpack the download: {exc}") from None
-        top = [p for p in staging.iterdir()]
-        written = [str(p.relative_to(staging)) for p in sorted(staging.rglob("*"))]
-        name = posixpath.basename(source.rstrip("/"))
-        single = (len(top) == 1 and top[0].name == name and name not in ("", "."))
-        if dest.is_dir():
-            for item in top:
-                _replace(item, dest / item.name)
-        elif single:
-            _replace(top[0], dest)
-        else:  # the whole workspace into a new directory
-            staging.rename(dest)
-            staging = None
-        return written
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace(src: Path, dst: Path) -> None:
-    if dst.is_dir() and not dst.is_symlink():
-        if src.is_dir():
-            shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
-            return
-        raise e.WorkspaceError(f"{dst} is a directory; cannot write the file {src.name} "
-                               "over it", path=str(dst))
-    os.replace(src, dst)

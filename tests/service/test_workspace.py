@@ -12,6 +12,7 @@ import pytest
 
 from bus_containers import errors as e
 from bus_containers import workspace as ws
+from bus_containers.download import extract_download
 from tests.support.gitrepo import dirty_repo, git
 
 from .helpers import BASE
@@ -105,7 +106,7 @@ def test_over_the_limit_is_refused_before_any_upload(requests_mock, client, repo
     from bus_containers.render import Invocation, error_text
 
     text = error_text(error, Invocation())
-    assert "the plan allows 20.0 kB per workspace" in text and "big.bin" in text
+    assert "the plan allows 19.5 KiB per workspace" in text and "big.bin" in text
 
 
 def test_a_known_tree_is_not_sent_again(requests_mock, client, repo):
@@ -150,6 +151,11 @@ SLIPS = {
     "device node": [("dev", tarfile.CHRTYPE, "")],
     "fifo": [("fifo", tarfile.FIFOTYPE, "")],
     "hard link out": [("h", tarfile.LNKTYPE, "../../etc/passwd")],
+    "relative link out of a subdirectory": [("a", tarfile.DIRTYPE, ""),
+                                            ("a/b", tarfile.DIRTYPE, ""),
+                                            ("a/b/l", tarfile.SYMTYPE, "../../../x")],
+    "link named with a trailing slash": [("a", tarfile.DIRTYPE, ""),
+                                         ("a/l/", tarfile.SYMTYPE, "../../x")],
 }
 
 
@@ -160,7 +166,7 @@ def test_unsafe_downloads_are_refused(tmp_path, attack):
     before = sorted(p.name for p in tmp_path.iterdir())
     data = crafted(("ok.txt", tarfile.REGTYPE, "fine"), *attack)
     with pytest.raises(e.UnsafeArchive):
-        ws.extract_download(io.BytesIO(data), dest, ".")
+        extract_download(io.BytesIO(data), dest, ".")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing beside dest
     assert list(dest.iterdir()) == []  # and nothing half-written in it
 
@@ -175,14 +181,14 @@ def test_unsafe_download_through_the_client(requests_mock, client, tmp_path):
 
 def test_cp_places_files_like_cp(tmp_path):
     one = crafted(("made.txt", tarfile.REGTYPE, "new\n"))
-    ws.extract_download(io.BytesIO(one), tmp_path / "renamed.txt", "made.txt")
+    extract_download(io.BytesIO(one), tmp_path / "renamed.txt", "made.txt")
     assert (tmp_path / "renamed.txt").read_text() == "new\n"
     into = tmp_path / "into"
     into.mkdir()
-    ws.extract_download(io.BytesIO(one), into, "sub/made.txt")
+    extract_download(io.BytesIO(one), into, "sub/made.txt")
     assert (into / "made.txt").read_text() == "new\n"
     folder = crafted(("out", tarfile.DIRTYPE, ""), ("out/a", tarfile.REGTYPE, "a"))
-    ws.extract_download(io.BytesIO(folder), tmp_path / "copy", "out")
+    extract_download(io.BytesIO(folder), tmp_path / "copy", "out")
     assert (tmp_path / "copy" / "a").read_text() == "a"
     assert not list(tmp_path.glob(".bus-cp-*"))  # no staging dir left behind
 
@@ -222,11 +228,12 @@ def test_cp_over_something_it_cannot_replace_is_a_clear_error(tmp_path):
     folder = crafted(("out", tarfile.DIRTYPE, ""), ("out/a", tarfile.REGTYPE, "a"))
     (tmp_path / "afile").write_text("x")
     with pytest.raises(e.WorkspaceError) as info:
-        ws.extract_download(io.BytesIO(folder), tmp_path / "afile", "out")
-    assert "cannot write" in info.value.message
+        extract_download(io.BytesIO(folder), tmp_path / "afile", "out")
+    assert "is not a directory; cannot copy the directory 'out' onto it" in info.value.message
+    assert ".bus-cp" not in info.value.message  # the user's DEST, never a staging name
     assert not list(tmp_path.glob(".bus-cp-*"))
     with pytest.raises(e.WorkspaceError):
-        ws.extract_download(io.BytesIO(folder), tmp_path / "no" / "such" / "dir", "out")
+        extract_download(io.BytesIO(folder), tmp_path / "no" / "such" / "dir", "out")
 
 
 def test_the_download_reader_gives_exact_bytes_however_it_is_cut():

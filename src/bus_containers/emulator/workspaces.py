@@ -334,7 +334,9 @@ def resolve_inside(tree: Path, path: str) -> tuple[Path, str]:
         if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
             raise not_found(f"no such path in the workspace: {path} "
                             f"({'/'.join(parts[:i + 1])} is not a directory)")
-    return current, "/".join(parts) or "."
+    # Named by its last part, as `docker cp` and `cp -r` name a copy: `d/e/f.txt` comes
+    # as `f.txt`, so it lands as DEST/f.txt, not DEST/d/e/f.txt.
+    return current, parts[-1] if parts else "."
 
 
 def _stream_process(proc: subprocess.Popen) -> Iterator[bytes]:
