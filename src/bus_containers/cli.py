@@ -442,6 +442,12 @@ def cp(ctx, source, dest, **options):
                                  "run_0123abcd:out/report.txt", ctx=ctx,
                                  param_hint="'RUN_ID:PATH'")
     _require_utf8(ctx, None, path)
+    if dest == "-" and _common(ctx, options).json:
+        # stdout cannot be both the tar and a JSON document; a script asking for JSON
+        # must not get bytes it would try to parse.
+        raise click.UsageError("--json cannot be combined with DEST '-' (the tar stream on "
+                               "stdout is the result); drop --json, or give a DEST path",
+                               ctx=ctx)
     execute(ctx, "cp", options, copy, CopyOptions(run_id, path, dest))
 
 

@@ -141,6 +141,8 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     deletes the run once it is over (a failed delete is a warning, never the exit code).
     With -w the tree is sent first (once); with -i our stdin streams to the command's
     from a second thread while the output comes."""
+    if opts.quiet:  # before the workspace goes: its line is informational too
+        out.quiet = True
     workspace = _send_workspace(client, out, opts.workspace) if opts.workspace else None
     if opts.detach:
         created = client.create_run(opts.command, profile=opts.profile, env=opts.env,
@@ -156,8 +158,6 @@ def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     run_id = None
     end = None
     output_failed = False
-    if opts.quiet:
-        out.quiet = True
     feeder = None
     progress = out.progress()
     events = client.follow_run(opts.command, profile=opts.profile, env=opts.env,

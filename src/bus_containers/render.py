@@ -322,6 +322,8 @@ class Output:
         def text(key: str) -> str:
             if key == "command":
                 return command_text(run.get(key))
+            if key == "workspace" and isinstance(run.get(key), dict):
+                return workspace_text(run[key])
             if key == "usage":
                 seconds = _run_seconds(run)
                 return duration(seconds) + (f" ({seconds:g} run-seconds)"
@@ -395,14 +397,9 @@ class Output:
                               enabled=not (self.json or self.quiet) and _isatty(self.err))
 
     def workspace_sent(self, path: str, sent: dict) -> None:
-        what = (f"{sent['files']} files, {human_bytes(sent['bytes'])}")
         state = ("sent" if sent["uploaded"]
                  else "already on the server, not sent again")
-        git = ""
-        if sent.get("base_commit"):
-            git = f"; git {sent['base_commit'][:12]}" + (" + uncommitted changes"
-                                                          if sent.get("dirty") else "")
-        self.message(f"Workspace {_clean(path)} ({what}{git}): {state}")
+        self.message(f"Workspace {_clean(path)} ({workspace_text(sent)}): {state}")
 
     def changes_summary(self, run_id: str, files: int, git_prefix: str = "") -> None:
         """After `run --workspace`, on a terminal: what changed and how to take it. For a
@@ -525,10 +522,7 @@ def _amount(name: str, value: object) -> str:
     if not _is_number(value):
         return _clean(value)
     if name.endswith("_bytes"):
-        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-            if value >= size:
-                return f"{value / size:.1f} {unit}"
-        return f"{value:g} B"
+        return human_bytes(value)
     if name == "max_run_seconds":
         return f"{value:g} s"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -652,13 +646,37 @@ class Progress:
         self._thread.join()
 
 
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
+def human_bytes(n: int | float) -> str:
+    """Bytes in binary units (B, KiB, MiB, GiB), one decimal: the one unit system of every
+    size the CLI prints (usage, workspace limits, progress)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:g} B"
+
+
+def files_text(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+def workspace_text(workspace: dict) -> str:
+    """`3 files, 1.2 KiB; git 3f2a9c1e07b4 + uncommitted changes`: a workspace as sent (the
+    upload's result, or the run object's `workspace` field, which `show` prints)."""
+    files, size = workspace.get("files"), workspace.get("bytes")
+    parts = []
+    if _is_number(files):
+        parts.append(files_text(int(files)))
+    if _is_number(size):
+        parts.append(human_bytes(size))
+    text = ", ".join(parts) or "sent"
+    commit = workspace.get("base_commit")
+    if isinstance(commit, str) and commit:
+        text += f"; git {_one_line(commit[:12])}"
+        if workspace.get("dirty") is True:
+            text += " + uncommitted changes"
+        elif workspace.get("dirty") is False:
+            text += ", clean"
+    return text
 
 
 class UploadProgress:

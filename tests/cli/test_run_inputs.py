@@ -85,7 +85,7 @@ def test_upload_progress_only_after_a_second_and_only_on_a_terminal(monkeypatch)
     assert err.getvalue() == ""
     now[0] += 1.5
     progress.update(2_000_000, 4_000_000)
-    assert "sending workspace 50% (2.0 MB of 4.0 MB)" in err.getvalue()
+    assert "sending workspace 50% (1.9 MiB of 3.8 MiB)" in err.getvalue()
     progress.stop()
     assert err.getvalue().endswith("\r\x1b[K")  # erased at the end
     piped = io.StringIO()
@@ -93,3 +93,33 @@ def test_upload_progress_only_after_a_second_and_only_on_a_terminal(monkeypatch)
     now[0] += 5
     quiet.update(1, 2)
     assert piped.getvalue() == ""
+
+
+def test_quiet_says_nothing_of_the_workspace_but_its_warnings(tmp_path):
+    client, err = FakeClient(), Tty()
+    client.stdin_done.set()
+    out = Output(out=io.StringIO(), err=err)
+    assert run(RunOptions(["true"], workspace=str(tmp_path), quiet=True), client, out) == 0
+    assert err.getvalue() == "warning: not sent: f: a FIFO\n"
+
+
+def test_sizes_in_one_unit_system_and_counts_in_words():
+    from bus_containers.render import human_bytes, workspace_text
+
+    assert [human_bytes(n) for n in (2, 1023, 1024, 100_000, 150_000, 5 << 20, 3 << 30)] == [
+        "2 B", "1023 B", "1.0 KiB", "97.7 KiB", "146.5 KiB", "5.0 MiB", "3.0 GiB"]
+    err = io.StringIO()
+    Output(err=err).workspace_sent(".", {"files": 1, "bytes": 2, "uploaded": True})
+    assert err.getvalue() == "Workspace . (1 file, 2 B): sent\n"
+    assert workspace_text({"sha256": "ab" * 32, "files": 3, "bytes": 2048,
+                           "base_commit": "3f2a9c1e07b4aa", "dirty": True}) == (
+        "3 files, 2.0 KiB; git 3f2a9c1e07b4 + uncommitted changes")
+
+
+def test_show_prints_the_workspace_readably_not_as_json():
+    out = io.StringIO()
+    Output(out=out).run_detail({"id": "run_abc", "status": "succeeded",
+                                "workspace": {"sha256": "ab" * 32, "files": 2, "bytes": 10,
+                                              "base_commit": "c" * 40, "dirty": False}})
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("Workspace:"))
+    assert line.split(":", 1)[1].strip() == "2 files, 10 B; git cccccccccccc, clean"

@@ -240,7 +240,7 @@ def test_over_the_plan_is_said_before_any_upload(emu, tmp_path):
     emu.reset_counters()
     got = run_cli(["bus-containers", "run", "-w", str(tree), "--", "true"], env=env)
     assert got.code == 5
-    assert "the plan allows 4.0 kB per workspace" in got.stderr
+    assert "the plan allows 3.9 KiB per workspace" in got.stderr
     assert got.stderr.index("big.bin") < got.stderr.index("small.txt")  # biggest first
     puts = [k for k in emu.stats()["attempts"] if k.startswith("PUT /api/v1/containers/work")]
     assert not puts
