@@ -430,9 +430,11 @@ def cp(ctx, source, dest, **options):
     """Copy a file or directory from a finished run's /workspace to DEST.
 
     \b
-    PATH is relative to /workspace. DEST - writes a tar stream to stdout.
-    Nothing is written outside DEST (absolute paths, '..', links out and
-    device files in the download are refused).
+    PATH is relative to /workspace; the copy is named by its last part
+    (RUN:d/e/f.txt . gives ./f.txt), as cp -r and docker cp do. DEST -
+    writes a tar stream to stdout (not with --json). Nothing is written
+    outside DEST (absolute paths, '..', links out of what is copied and
+    device files are refused), and never over a FIFO or a device.
     """
     from .controllers import CopyOptions, copy
 

@@ -939,3 +939,13 @@ def test_debug_leaves_the_logger_as_it_found_it(cli, requests_mock):
     requests_mock.get(BASE + "/status", json={"status": "ready"})
     cli("status", "--debug")
     assert (logger.level, list(logger.handlers)) == before
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cp_to_stdout_with_json_is_a_usage_error(cli, requests_mock, where):
+    """stdout cannot be both the tar and one JSON document: refused before any request."""
+    args = ["cp", "run_abc:d/e/f.txt", "-"]
+    result = cli(*(["--json", *args] if where == "before" else [args[0], "--json", *args[1:]]))
+    assert result.exit_code == 2
+    assert "--json cannot be combined with DEST '-'" in json_error(result)["message"]
+    assert not requests_mock.request_history

@@ -155,6 +155,58 @@ def test_cp_while_running_says_to_wait_and_cp_to_stdout(emu, user, tmp_path):
     assert sorted(listed.stdout.decode().split()) == ["a.txt", "b.txt"]
 
 
+def test_cp_places_like_cp_and_never_through_a_link_or_over_a_device(emu, user, tmp_path):
+    """The newcomer's findings (issue 10 follow-up), across processes: nested paths land by
+    their own name, a link the run aimed at ~/.bashrc is refused, a FIFO DEST is never
+    replaced, and `run -q -w` says nothing on stderr."""
+    env, token = user
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    script = ("mkdir -p d/e w && echo deep > d/e/f.txt && ln -s ../.bashrc w/notes.txt "
+              "&& echo z > z.txt")
+    started = run_cli(["bus-containers", "run", "-q", "-d", "-w", str(tree), "--", "sh", "-c",
+                       script], env=env, secrets=(token,))
+    assert started.code == 0 and started.stderr == "", started.stderr  # -q: not a word
+    run_id = started.stdout.strip()
+    assert run_cli(["bus-containers", "wait", run_id], env=env).code == 0
+    here = tmp_path / "here"
+    (here / "sub").mkdir(parents=True)
+    bashrc = here / ".bashrc"
+    bashrc.write_text("mine\n")
+
+    def cp(source: str, dest: str) -> tuple[int, str]:
+        got = subprocess.run([str(BIN / "bus-containers"), "cp", f"{run_id}:{source}", dest],
+                             env=env, cwd=here, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in got.stderr and ".bus-cp" not in got.stderr, got.stderr
+        return got.returncode, got.stderr
+
+    assert cp("d/e/f.txt", "renamed.txt")[0] == 0
+    assert cp("/workspace/d/e/f.txt", ".")[0] == 0
+    assert cp("d/e", "sub")[0] == 0
+    assert (here / "renamed.txt").read_text() == (here / "f.txt").read_text() == "deep\n"
+    assert (here / "sub" / "e" / "f.txt").read_text() == "deep\n"
+    assert not (here / "d").exists() and not (here / "renamed.txt").is_dir()
+
+    code, err = cp("w", "out")
+    assert code == 1 and "'notes.txt' points outside what is copied" in err
+    assert not (here / "out").exists() and bashrc.read_text() == "mine\n"
+
+    os.mkfifo(here / "fifo")
+    code, err = cp("z.txt", "fifo")
+    assert code == 2 and "'fifo' is a FIFO" in err
+    assert (here / "fifo").is_fifo()
+    code, err = cp("d", "renamed.txt")
+    assert code == 2 and "'renamed.txt' is not a directory; cannot copy the directory" in err
+    code, err = cp("z.txt", "newdir/")
+    assert code == 2 and not (here / "newdir").exists()
+
+    tar = subprocess.run([str(BIN / "bus-containers"), "cp", f"{run_id}:d/e/f.txt", "-"],
+                         env=env, capture_output=True, timeout=60)
+    listed = subprocess.run(["tar", "-t"], input=tar.stdout, capture_output=True, check=True)
+    assert listed.stdout.decode().split() == ["f.txt"]  # the base name, as docker cp
+
+
 STDIN_BYTES = int(os.environ.get("BUS_STDIN_TEST_BYTES", 50_000_000))
 
 
