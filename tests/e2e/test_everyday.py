@@ -144,8 +144,12 @@ def test_cancel_stops_a_sleep_keeps_its_logs_and_leaves_finished_runs_alone(acco
     assert created.code == 0 and created.stderr == ""
     run_id = created.stdout.strip()
     account.wait_for_output(run_id, b"started\n")
-    mine = {pid: start for pid, start in account.emu.descendants().items()
-            if pid in _sleepers(account.emu) - before}
+    # "started" is written before `exec sleep` replaces the shell: look for the sleep with
+    # a deadline rather than at once (a loaded machine showed the shell still there)
+    deadline = time.monotonic() + 10
+    while not (new := _sleepers(account.emu) - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    mine = {pid: start for pid, start in account.emu.descendants().items() if pid in new}
     assert mine
     cancelled = account.cli("cancel", run_id)
     assert (cancelled.code, cancelled.stderr) == (0, f"Cancelled {run_id}\n")
