@@ -18,7 +18,6 @@ from . import __version__
 from .commands import ALIASES, COMMANDS
 from .completion import KNOWN_STATUSES, complete_profile, complete_run_id, complete_status
 from .errors import ExitCode
-from .token import ALL_SCOPES
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OPTION_NAMES = ("api_url", "token_file", "timeout")
@@ -26,16 +25,11 @@ META_KEY = "bus_containers.group_options"
 ARGS_KEY = "bus_containers.args"
 STANDALONE_NAME = "bus-containers"
 
-TOKEN_ON_COMMAND_LINE = (
-    "a literal token is not accepted on the command line (it would end up in shell "
-    "history and process lists). Use --token-file PATH, set $BUS_AI_TOKEN, or run: "
-    f'bus auth token --scope "{ALL_SCOPES}"'
-)
-
-
 def _reject_token(ctx, param, value):
     if value is not None:
-        raise click.UsageError(TOKEN_ON_COMMAND_LINE, ctx=ctx)
+        from .render import token_on_command_line
+
+        raise click.UsageError(token_on_command_line(invocation_of(ctx)), ctx=ctx)
 
 
 def common_options(function):
@@ -104,6 +98,11 @@ class ContainersGroup(click.Group):
         return (command.name if command is not None else name), command, rest
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            # A bare `bus-containers` asks what there is, as bare `gh` and `docker` do:
+            # the help, and exit 0 (click's default calls it an error, exit 2).
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(ExitCode.OK)
         # The group's own options (`containers --json --timeout abc status`) fail here,
         # before `invoke`: they get the JSON form too.
         original = list(args)
@@ -205,12 +204,19 @@ def _require_utf8(ctx, param, value):
     return value
 
 
-def _at_least(minimum: int):
-    """A callback refusing integers below `minimum` (the help shows the metavar, `N`,
-    not click's `INTEGER RANGE` / `[x>=1]`)."""
+# The largest count or offset sent in a query: 18 digits, what a server can be sure to
+# take as a 64-bit integer (no log holds more lines or bytes).
+MAX_QUERY_INT = 10**18 - 1
+
+
+def _at_least(minimum: int, maximum: int | None = None):
+    """A callback refusing integers below `minimum` (or above `maximum`), in the option's
+    name (the help shows the metavar, `N`, not click's `INTEGER RANGE` / `[x>=1]`)."""
     def check(ctx, param, value):
         if value is not None and value < minimum:
             raise click.BadParameter(f"{value} is less than {minimum}", ctx=ctx, param=param)
+        if value is not None and maximum is not None and value > maximum:
+            raise click.BadParameter(f"{value} is more than {maximum}", ctx=ctx, param=param)
         return value
 
     return check
@@ -287,14 +293,15 @@ def run(ctx, profile, env, run_timeout, detach, remove, quiet, interactive, work
 @containers.command()
 @click.argument("run_id", shell_complete=complete_run_id)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run finishes.")
-@click.option("--tail", type=int, callback=_at_least(0), metavar="N",
+@click.option("--tail", type=int, callback=_at_least(0, MAX_QUERY_INT), metavar="N",
               help="Start at the last N lines (both streams counted together).")
 @click.option("--since", metavar=SINCE_METAVAR, callback=_require_utf8,
               help="Only output written since then: 10m, 2h, 1d, or a time such as "
                    "2026-11-30T10:00:00Z.")
 @click.option("--timestamps", "-t", is_flag=True,
               help="Start each line with when it was written (RFC 3339, UTC).")
-@click.option("--offset", type=int, callback=_at_least(0), default=0, show_default=True,
+@click.option("--offset", type=int, callback=_at_least(0, MAX_QUERY_INT), default=0,
+              show_default=True,
               metavar="N",
               help="Start at byte N of the output (both streams counted together).")
 @common_options

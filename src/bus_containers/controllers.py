@@ -301,7 +301,7 @@ def _report_end(out: Output, run_id: str, end: dict) -> int:
     if end.get("output_truncated"):
         out.message(f"warning: the output of {run_id} was truncated by the server")
     if end.get("status") != "succeeded":
-        out.message(f"Run {run_id} {end.get('status')} (exit code {code})")
+        out.run_end(run_id, end.get("run") or end, code)
     return code
 
 
@@ -336,7 +336,7 @@ def wait(opts: WaitOptions, client: ContainersClient, out: Output) -> int:
     if out.json:
         out.document(run)
     else:
-        out.message(f"Run {run['id']} {run.get('status')} (exit code {code})")
+        out.run_end(run["id"], run, code)
     return code
 
 
@@ -365,10 +365,16 @@ class LogsOptions:
 
 
 def logs(opts: LogsOptions, client: ContainersClient, out: Output) -> None:
+    """A run's output; Ctrl-C names the run and how to follow it again."""
     since = _since(opts.since)
-    out.logs(opts.run_id, client.iter_logs(opts.run_id, offset=opts.offset,
-                                           follow=opts.follow, tail=opts.tail, since=since),
-             opts.offset, timestamps=opts.timestamps)
+    try:
+        out.logs(opts.run_id, client.iter_logs(opts.run_id, offset=opts.offset,
+                                               follow=opts.follow, tail=opts.tail,
+                                               since=since),
+                 opts.offset, timestamps=opts.timestamps)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped printing the output of run {opts.run_id}",
+                          run_id=opts.run_id, following=True) from None
 
 
 @dataclass

@@ -32,7 +32,7 @@ from .settings import (
 from .times import ago, duration
 from .token import EXPIRY_LEEWAY_SECONDS, read_claims, token_scopes
 
-PROBE_TIMEOUT = 5.0  # each of DNS, TCP, TLS, at most; inside the command's --timeout
+PROBE_TIMEOUT = 5.0  # each of DNS, TCP, TLS, status and usage, at most; inside --timeout
 
 
 @dataclass
@@ -98,7 +98,9 @@ def _config_dir(found: _Found, host_obj: object, env: Mapping[str, str]) -> Chec
     where = f"{path} (from {source})"
     if path.exists() and not path.is_dir():
         return Check("config_dir", "config dir", "fail", f"{where} is not a directory",
-                     fix=f"Remove or rename {path}, or point $BUS_CONFIG_DIR at a directory.",
+                     # Never advise removing it: it is not ours (BUS_CONFIG_DIR=/etc/passwd).
+                     fix=f"{path} is not a directory; point $BUS_CONFIG_DIR at a directory "
+                         "(or unset it for the default).",
                      exit_code=ExitCode.USAGE)
     if not path.exists():
         return Check("config_dir", "config dir", "ok", f"{where}; not created yet")
@@ -225,7 +227,8 @@ def _network(found: _Found, invocation: Invocation, deadline: float,
                                   and COMMANDS["status"].scope not in found.scopes):
         return Check("network", "reachability", "ok",
                      f"{_timings(ms)}; status call skipped (no usable token)", ms=ms)
-    client = make_client(found.origin, found.token, timeout=2 * left())
+    # The status call is a network step too: at most PROBE_TIMEOUT, as the docs say.
+    client = make_client(found.origin, found.token, timeout=left())
     found.client = client
     started = time.perf_counter()
     try:

@@ -32,13 +32,15 @@ class ContainersError(Exception):
     may succeed), `retry_after` (the server's Retry-After, seconds), `answer_lost` (the
     request may have been carried out, only its answer lost). After the retries, `attempts`
     is how many were made and `gave_up_early` says the next retry would have passed the
-    deadline. `run_id` and `origin` say what the error is about, for the hints render makes.
+    deadline. `retry_limit` caps the retries for this error below the client's own.
+    `run_id` and `origin` say what the error is about, for the hints render makes.
     """
 
     exit_code = ExitCode.ERROR
     code = "error"
     label = "Error"  # how a human sees it start: "Error: <message>"
     retryable = False
+    retry_limit: int | None = None
 
     def __init__(
         self,
@@ -229,14 +231,17 @@ class ServerError(ContainersError):
 
 class ConnectionFailed(ContainersError):
     """The server could not be reached, or the connection broke. `idle` marks a follow
-    stream that was only quiet: reopened without counting as a failed attempt."""
+    stream that was only quiet: reopened without counting as a failed attempt. `refused`:
+    nothing listened at the address (a stopped server, not a network blip)."""
 
     code = "connection_failed"
     retryable = True
 
-    def __init__(self, message: str, *, idle: bool = False, **kwargs) -> None:
+    def __init__(self, message: str, *, idle: bool = False, refused: bool = False,
+                 **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.idle = idle
+        self.refused = refused
 
 
 class UnexpectedResponse(ContainersError):
@@ -254,12 +259,15 @@ class CommandTimeout(ContainersError):
 # -- exit 130: Ctrl-C ------------------------------------------------------------------
 class Interrupted(ContainersError):
     """Ctrl-C. With `run_id`, the run keeps going; `waiting` says we only stopped waiting
-    (so the hint is to wait again, not to follow)."""
+    (so the hint is to wait again, not to follow), `following` that we stopped printing
+    its output (`logs`: the hint is to follow it again)."""
 
     exit_code = ExitCode.INTERRUPTED
     code = "interrupted"
     label = None
 
-    def __init__(self, message: str, *, waiting: bool = False, **kwargs) -> None:
+    def __init__(self, message: str, *, waiting: bool = False, following: bool = False,
+                 **kwargs) -> None:
         super().__init__(message, **kwargs)
         self.waiting = waiting
+        self.following = following

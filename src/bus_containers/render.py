@@ -83,17 +83,45 @@ TOKEN_ENV_HELP = "$BUS_AI_TOKEN"
 API_URL_ENV_HELP = "--api-url, $BUS_AI_API_URL or $BUS_API_BASE_URL"
 
 
-def token_hint(invocation: Invocation) -> str:
+def token_hint(invocation: Invocation, again: bool = False) -> str:
     """How to get a token: the host's `bus auth token`, and for a standalone user without
-    the Bus CLI also the local emulator's way (docs/emulator.md)."""
+    the Bus CLI also the local emulator's way (docs/emulator.md: `token` signs for the
+    emulator's default account; `--state-dir` must match the one `serve` was given)."""
     from .token import ALL_SCOPES
 
+    get = "Get a new token" if again else "Get a token"
     host = f'bus auth token --scope "{ALL_SCOPES}"'
     if not invocation.standalone:
-        return f"Get a token with: {host}"
-    return (f"Get a token with the Bus CLI: {host}\n"
+        return f"{get} with: {host}"
+    return (f"{get} with the Bus CLI: {host}\n"
             "or, for a local emulator: export BUS_AI_TOKEN=\"$(bus-containers-emulator "
-            "token --sub \"$(uuidgen)\")\"")
+            "token)\"  (add --state-dir DIR if it was started with one)")
+
+
+def token_on_command_line(invocation: Invocation) -> str:
+    """The refusal of a literal `--token`, with the token hint in the name the user typed."""
+    return ("a literal token is not accepted on the command line (it would end up in shell "
+            "history and process lists). Use --token-file PATH or set $BUS_AI_TOKEN.\n"
+            + token_hint(invocation))
+
+
+# Request-body fields a server may name in a 400, as the option the user typed.
+_OPTION_OF_FIELD = {"timeout_seconds": "--run-timeout"}
+
+
+def _options_for_fields(message: str) -> str:
+    for name, option in _OPTION_OF_FIELD.items():
+        message = re.sub(rf"\b{name}\b", option, message)
+    return message
+
+
+def _replaces_server_guidance(error) -> bool:
+    """For token errors (401/403) the client knows how to get a token, in the name the
+    user typed: server guidance that names a token command (`bus auth token`, wrong for a
+    standalone user) gives way to our hint; any other guidance is kept above it."""
+    from . import errors as e
+
+    return isinstance(error, e.AuthError) and "auth token" in (error.guidance or "")
 
 
 def hint_for(error, invocation: Invocation) -> str | None:
@@ -104,9 +132,8 @@ def hint_for(error, invocation: Invocation) -> str | None:
     prog = invocation.prog
     run_id = getattr(error, "run_id", None)
     if isinstance(error, e.AuthError):
-        if error.guidance and "auth token" in error.guidance:
-            return None  # the server already said how
-        return token_hint(invocation)
+        return token_hint(invocation, again=isinstance(error, e.TokenExpired)
+                          or error.status == 401)
     if isinstance(error, e.CommandTimeout):
         if run_id:
             return (f"Check it with: {prog} show {run_id}   "
@@ -115,6 +142,8 @@ def hint_for(error, invocation: Invocation) -> str | None:
     if isinstance(error, e.Interrupted):
         if getattr(error, "waiting", False) and run_id:
             return f"Wait again:  {prog} wait {run_id}"
+        if getattr(error, "following", False) and run_id:
+            return f"Follow it again:  {prog} logs --follow {run_id}"
         if run_id:
             return (f"Follow it:  {prog} logs --follow {run_id}\n"
                     f"Delete it:  {prog} delete {run_id}")
@@ -131,7 +160,13 @@ def hint_for(error, invocation: Invocation) -> str | None:
         where = f"The API origin is {origin}" if origin else "Check the API origin"
         if origin and invocation.origin_source:
             where += f" (from {invocation.origin_source})"
-        return f"{where}; set {API_URL_ENV_HELP} to change it, and check the server is up."
+        hint = f"{where}; set {API_URL_ENV_HELP} to change it, and check the server is up."
+        from .settings import is_loopback_origin
+
+        if isinstance(error, e.ConnectionFailed) and is_loopback_origin(origin):
+            hint += ("\nFor the local emulator, start it with: bus-containers-emulator serve"
+                     "  (it listens on http://127.0.0.1:8080 by default)")
+        return hint
     return None
 
 
@@ -160,6 +195,8 @@ def error_text(error, invocation: Invocation) -> str:
         message = (f"the workspace is {human_bytes(error.size)}; the plan allows "
                    f"{human_bytes(error.limit)} per workspace. Leave big files out (e.g. "
                    "in .gitignore) or send a smaller directory")
+    if isinstance(error, e.InvalidRequest):
+        message = _options_for_fields(message)
     if getattr(error, "gave_up_early", False):
         message += (f" (gave up after {error.attempts} attempt(s): the next retry would "
                     f"pass the timeout of {error.timeout:g} s)")
@@ -167,7 +204,7 @@ def error_text(error, invocation: Invocation) -> str:
     source = _token_source(error, invocation)
     if source:
         lines.append(f"The token came from {source}.")
-    if error.guidance:
+    if error.guidance and not _replaces_server_guidance(error):
         lines.append(error.guidance)
     hint = hint_for(error, invocation)
     if hint:
@@ -239,8 +276,8 @@ class Output:
             source = _token_source(error, self.invocation)
             if source:
                 document["error"]["token_source"] = source
-            guidance = "\n".join(filter(None, [error.guidance,
-                                               hint_for(error, self.invocation)]))
+            server = None if _replaces_server_guidance(error) else error.guidance
+            guidance = "\n".join(filter(None, [server, hint_for(error, self.invocation)]))
             if guidance:
                 document["error"]["guidance"] = guidance
             self.err.write(self._masked(json.dumps(document)) + "\n")
@@ -337,6 +374,18 @@ class Output:
                 lines.append(f"--- {name} ---")
                 lines.append(_clean(text.rstrip("\n")))
         write_text(self.out, "\n".join(lines) + "\n")
+
+    def run_end(self, run_id: str, run: dict, code: int) -> None:
+        """The line after a run that did not succeed (`run`, `wait`): its status in words,
+        and the exit code, told apart: the run's own ("exit code 3"), or ours for a run
+        that has none ("exiting with 124")."""
+        status = run.get("status")
+        word = _STATUS_WORDS.get(status, _one_line(status))
+        own = run.get("exit_code")
+        if isinstance(own, int) and not isinstance(own, bool) and own == code:
+            self.message(f"Run {run_id} {word} (exit code {code})")
+        else:
+            self.message(f"Run {run_id} {word}; exiting with {code}")
 
     def chunk(self, stream_name: str, data: bytes) -> None:
         """Live output from a run, to the matching local stream, byte for byte."""
@@ -502,6 +551,8 @@ class Output:
         if self.json:
             self.document([check.to_dict() for check in checks])
 
+
+_STATUS_WORDS = {"timed_out": "timed out"}  # other status words read as they are
 
 _LIMIT_WORDS = {
     "concurrent_runs": "concurrent runs",

@@ -36,7 +36,7 @@ from .responses import (
     parse_json,
     parse_log_line,
 )
-from .settings import API_PATH
+from .settings import API_PATH, is_loopback_origin
 from .token import (
     SCOPE_BILLING,
     SCOPE_DELETE,
@@ -46,7 +46,14 @@ from .token import (
     read_claims,
 )
 from .transfer import TransferCalls, workspace_fields
-from .transport import cut_after_connect, is_read_timeout, iter_lines, read_body, short_reason
+from .transport import (
+    connection_refused,
+    cut_after_connect,
+    is_read_timeout,
+    iter_lines,
+    read_body,
+    short_reason,
+)
 
 log = logging.getLogger("bus_containers")
 
@@ -55,6 +62,7 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 MAX_RETRIES = 3  # 4 attempts in all
 BACKOFF_START = 0.5
 BACKOFF_CAP = 8.0
+LOOPBACK_REFUSED_RETRIES = 1  # a refused loopback port: one quick retry, not three
 RETRY_AFTER_CAP = 30.0
 POLL_START = 0.5
 POLL_CAP = 5.0
@@ -89,6 +97,8 @@ def should_retry(error: e.ContainersError, failures: int, max_retries: int) -> b
     a failure and is always reopened; the deadline is the caller's to check."""
     if not error.retryable:
         return False
+    if error.retry_limit is not None:
+        max_retries = min(max_retries, error.retry_limit)
     return getattr(error, "idle", False) or failures <= max_retries
 
 
@@ -709,8 +719,14 @@ class ContainersClient(TransferCalls):
                 raise e.ConnectionFailed(
                     f"the connection to {url} broke before the answer was complete: "
                     f"{short_reason(exc)}", answer_lost=True, origin=self.origin) from None
-            raise e.ConnectionFailed(f"cannot reach {url}: {short_reason(exc)}",
-                                     origin=self.origin) from None
+            error = e.ConnectionFailed(f"cannot reach {url}: {short_reason(exc)}",
+                                       origin=self.origin, refused=connection_refused(exc))
+            if error.refused and is_loopback_origin(self.origin):
+                # Nothing listens on this machine's port: a stopped server (the local
+                # emulator), not a network blip. One quick retry (it may be restarting),
+                # not a backoff of seconds before the user hears of it.
+                error.retry_limit = LOOPBACK_REFUSED_RETRIES
+            raise error from None
         except requests.RequestException as exc:
             raise e.ConnectionFailed(f"request to {url} failed: {short_reason(exc)}",
                                      origin=self.origin, retryable=False) from None

@@ -104,6 +104,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def is_loopback_origin(origin: str | None) -> bool:
+    """Is the origin on this machine (localhost, 127.0.0.0/8, ::1)?"""
+    try:
+        host = urlsplit(origin).hostname if origin else None
+    except ValueError:
+        return False
+    return bool(host) and _is_loopback(host)
+
+
 def _is_valid_host(host: str) -> bool:
     """An IP address or a DNS name (IDNA letters allowed): no spaces, controls or stray
     punctuation, which would otherwise fail later as a confusing request error (exit 1)."""
@@ -150,14 +159,48 @@ def resolve_timeout(flag: float | None, command: str) -> float:
     return float(flag)
 
 
+# A token is a few hundred bytes, a big JWT a few KiB: a file past this is not a token
+# (and a read must never grow without bound, e.g. --token-file /dev/zero).
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
 def _read_token_file(path: Path, warn: Callable[[str], None]) -> str:
+    """The file's text, stripped. Only a regular file is read, and at most
+    MAX_TOKEN_FILE_BYTES of it: a FIFO or a device would block or never end (and take no
+    notice of --timeout). O_NONBLOCK so that opening a FIFO cannot block either; the type
+    is checked on the opened file, so it cannot change between the check and the read."""
+    def refuse(reason: str) -> TokenFileError:
+        return TokenFileError(f"cannot read the token file {path}: {reason}",
+                              token_source=str(path))
+
     try:
-        mode = path.stat().st_mode
-        text = path.read_bytes().decode("utf-8")  # bytes as written: no newline translation
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-        raise TokenFileError(f"cannot read the token file {path}: {reason}",
-                             token_source=str(path)) from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise refuse(exc.strerror or "unreadable") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise refuse(f"it is {kind}; give a regular file holding the token")
+        data = b""
+        while len(data) <= MAX_TOKEN_FILE_BYTES:
+            piece = os.read(fd, MAX_TOKEN_FILE_BYTES + 1 - len(data))
+            if not piece:
+                break
+            data += piece
+    except OSError as exc:
+        raise refuse(exc.strerror or "unreadable") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise refuse(f"it is larger than {MAX_TOKEN_FILE_BYTES // 1024} KiB; a token is "
+                     "much smaller")
+    try:
+        text = data.decode("utf-8")  # bytes as written: no newline translation
+    except UnicodeDecodeError:
+        raise refuse("it is not text (not UTF-8); it should hold only the token") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         # Like ssh: a warning, not a failure; the user may be on a shared machine on purpose.
         warn(f"warning: token file {path} is accessible by others; run: chmod 600 {path}")

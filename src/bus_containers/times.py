@@ -42,7 +42,10 @@ def parse_since(text: str, now: datetime) -> datetime:
 def rfc3339(when: datetime) -> str:
     """UTC, milliseconds, `Z`: the form the API takes."""
     when = when.astimezone(timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    # The year by hand: strftime's %Y is not zero-padded for years before 1000 on glibc
+    # (`--since 99999999d` reaches year 1, and "1-01-01" is not RFC 3339).
+    return (f"{when.year:04d}-" + when.strftime("%m-%dT%H:%M:%S.")
+            + f"{when.microsecond // 1000:03d}Z")
 
 
 def parse_api_time(text: object) -> datetime | None:

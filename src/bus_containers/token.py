@@ -30,8 +30,10 @@ def read_claims(token: str) -> dict:
         raise NotAJwt("the token is not a JWT (expected three dot-separated parts)")
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except Exception as exc:  # PyJWT raises several types; all mean "not a JWT"
-        raise NotAJwt(f"the token is not a JWT ({type(exc).__name__})") from None
+    except Exception:  # PyJWT raises several types; all mean "not a JWT"
+        # Not the exception's class name (DecodeError): the user needs the fact, not ours.
+        raise NotAJwt("the token is not a JWT (its parts are not valid base64url JSON)"
+                      ) from None
     if not isinstance(claims, dict):
         raise NotAJwt("the token is not a JWT (its payload is not a JSON object)")
     return claims

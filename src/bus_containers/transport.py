@@ -33,6 +33,21 @@ def cut_after_connect(exc: Exception) -> bool:
     return isinstance(exc.args[0] if exc.args else None, ProtocolError)
 
 
+def connection_refused(exc: Exception) -> bool:
+    """Nothing listens at the address (ECONNREFUSED, under urllib3's wrappers)."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo and len(seen) < 20:  # the chain is short; the bound guards against cycles
+        item = todo.pop()
+        if not isinstance(item, BaseException) or item in seen:
+            continue
+        if isinstance(item, ConnectionRefusedError):
+            return True
+        seen.append(item)
+        todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+    return False
+
+
 def short_reason(exc: Exception) -> str:
     """A one-line reason from a requests exception, without the nested repr noise."""
     from urllib3.exceptions import ProtocolError

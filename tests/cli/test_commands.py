@@ -482,7 +482,7 @@ def test_run_timed_out_on_server_exit_124(cli, requests_mock, json_flag):
     assert result.exit_code == 124
     if not json_flag:
         assert result.stdout == "part"
-        assert "timed_out" in result.stderr
+        assert "timed out; exiting with 124" in result.stderr
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
