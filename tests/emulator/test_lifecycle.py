@@ -104,6 +104,9 @@ def test_port_in_use_is_a_clean_error(tmp_path):
 
 
 def test_token_subcommand(tmp_path):
+    from bus_containers.emulator.tokens import TokenAuthority
+
+    TokenAuthority(tmp_path)  # the secret, as `serve` makes it
     out = _emulator("token", "--sub", "abc", "--scope", "container:read", "--ttl", "60",
                     "--state-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr

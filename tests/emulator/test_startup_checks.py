@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bus_containers.emulator.statedir import MIN_SECRET_BYTES
+from bus_containers.emulator.tokens import TokenAuthority, default_account
 
 SECRETS = ("jwt-secret", "admin-key")
 GOOD = "a" * 64
@@ -135,8 +136,7 @@ def test_token_command_checks_the_secret_too(tmp_path):
 
 def test_secrets_are_generated_once_0600_in_a_0700_dir(tmp_path):
     state = tmp_path / "fresh"
-    out = emulator("token", "--sub", "a", "--state-dir", str(state))
-    assert out.returncode == 0, out.stderr
+    TokenAuthority(state)  # what `serve` does at start
     assert state.stat().st_mode & 0o777 == 0o700
     secret = (state / "jwt-secret").read_bytes()
     assert len(secret.strip()) >= MIN_SECRET_BYTES
@@ -144,6 +144,32 @@ def test_secrets_are_generated_once_0600_in_a_0700_dir(tmp_path):
     again = emulator("token", "--sub", "a", "--state-dir", str(state))
     assert again.returncode == 0
     assert (state / "jwt-secret").read_bytes() == secret  # kept, not regenerated
+
+
+def test_token_never_makes_a_state_dir_or_secret_of_its_own(tmp_path):
+    """A token signed with a new secret would be refused by the emulator running with
+    another state dir: `token` says so instead."""
+    state = tmp_path / "never-served"
+    out = emulator("token", "--state-dir", str(state))
+    assert out.returncode == 2 and out.stdout == ""
+    assert str(state) in out.stderr and "--state-dir" in out.stderr
+    assert not state.exists()
+    state.mkdir(mode=0o700)
+    out = emulator("token", "--state-dir", str(state))
+    assert out.returncode == 2 and "jwt-secret does not exist" in out.stderr
+    assert not (state / "jwt-secret").exists()
+
+
+def test_token_defaults_to_the_state_dirs_default_account_and_documents_state_dir(tmp_path):
+    import jwt
+
+    state = good_state(tmp_path)
+    out = emulator("token", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), GOOD, algorithms=["HS256"])
+    assert claims["sub"] == default_account(state)
+    help_text = emulator("token", "-h").stdout
+    assert "the state dir the emulator was started with" in help_text
 
 
 def test_a_state_dir_others_can_only_read_is_closed(tmp_path):

@@ -197,5 +197,8 @@ def test_token_ttl_above_the_maximum_is_a_usage_error(tmp_path):
     (state / "emulator.toml").write_text("[emulator]\nmax_token_ttl_seconds = 60\n")
     out = _emulator_cli("token", "--sub", "a", "--ttl", "61", "--state-dir", str(state))
     assert out.returncode == 2 and "from 1 to 60" in out.stderr
+    from bus_containers.emulator.tokens import TokenAuthority
+
+    TokenAuthority(state)  # the secret, as `serve` makes it
     out = _emulator_cli("token", "--sub", "a", "--state-dir", str(state))  # default fits
     assert out.returncode == 0, out.stderr

@@ -46,13 +46,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "the runs (state.db); without it, runs are kept in memory")
     serve.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
     serve.add_argument("--faults", type=Path, help='JSON file {"faults": [...]} loaded at start')
-    token = sub.add_parser("token", help="print a token signed by this emulator's secret")
-    token.add_argument("--sub", required=True, help="the account id (JWT sub)")
+    token = sub.add_parser(
+        "token", help="print a token signed by this emulator's secret",
+        description="Print a token signed with the secret in the state dir of an emulator "
+                    "that has been started (serve) at least once.")
+    token.add_argument("--sub", default=None,
+                       help="the account id (JWT sub); default: the state dir's default "
+                            "account, the one /auth/token issues for")
     token.add_argument("--scope", default=None, help="space-separated scopes (default: all)")
     token.add_argument("--ttl", type=int, default=None,
                        help="lifetime in seconds (default 3600; at most the configured "
                             "max_token_ttl_seconds, 86400 unless set)")
-    token.add_argument("--state-dir", type=Path)
+    token.add_argument("--state-dir", type=Path,
+                       help="the state dir the emulator was started with (serve "
+                            "--state-dir); default: the emulator's default state dir")
     token.add_argument("--config", type=Path, help="TOML file (default <state-dir>/emulator.toml)")
     return parser.parse_args(argv)
 
@@ -83,9 +90,9 @@ def _fail(message: str, code: int = 2) -> int:
 def _token(args: argparse.Namespace, state_dir: Path) -> int:
     from .config import ConfigError
     from .statedir import StateError
-    from .tokens import ALL_SCOPES, TokenAuthority
+    from .tokens import ALL_SCOPES, TokenAuthority, default_account
 
-    if not args.sub.strip():
+    if args.sub is not None and not args.sub.strip():
         return _fail("--sub must not be empty")
     try:
         config = _load_config(args.config, state_dir)
@@ -93,11 +100,17 @@ def _token(args: argparse.Namespace, state_dir: Path) -> int:
         ttl = args.ttl if args.ttl is not None else min(3600, max_ttl)
         if not 1 <= ttl <= max_ttl:
             return _fail(f"--ttl must be from 1 to {max_ttl} (max_token_ttl_seconds)")
-        authority = TokenAuthority(state_dir, max_ttl)
+        # Never a new state dir or secret here: a token signed with it would be refused
+        # by the emulator that runs with another one (e.g. one started with --state-dir).
+        if not state_dir.is_dir():
+            return _fail(f"no emulator state dir at {state_dir}: start the emulator once "
+                         "(serve), or pass the --state-dir it was started with")
+        authority = TokenAuthority(state_dir, max_ttl, generate=False)
+        sub = args.sub if args.sub is not None else default_account(state_dir)
     except (ConfigError, StateError) as e:
         return _fail(str(e))
     scope = " ".join((args.scope if args.scope is not None else ALL_SCOPES).split())
-    print(authority.issue(args.sub, scope, ttl))
+    print(authority.issue(sub, scope, ttl))
     return 0
 
 

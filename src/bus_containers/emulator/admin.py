@@ -82,7 +82,7 @@ class Admin:
         return guarded
 
     def guard(self, request: Request) -> None:
-        self.credential.require(request, "the admin endpoints")
+        self.credential.require(request, "each admin endpoint")
 
     def _body(self, request: Request) -> dict:
         data = validate.read_json(request, self.config.limits.max_body_bytes)

@@ -62,7 +62,8 @@ def read_secret(path: Path, generate: bool = True) -> str:
         return _read_checked(path)
     except FileNotFoundError:
         if not generate:
-            raise StateError(f"{path} does not exist; start the emulator once to create it"
+            raise StateError(f"{path} does not exist: start the emulator once (serve) to "
+                             "create it, or pass the --state-dir it was started with"
                              ) from None
     _create(path, secrets.token_hex(MIN_SECRET_BYTES))  # 256 random bits, as hex
     try:

@@ -34,9 +34,12 @@ class TokenAuthority:
     """Issues and verifies this emulator's tokens. Raises StateError (statedir) when the
     state dir or its `jwt-secret` cannot be trusted."""
 
-    def __init__(self, state_dir: Path, max_ttl: int = DEFAULT_MAX_TTL):
+    def __init__(self, state_dir: Path, max_ttl: int = DEFAULT_MAX_TTL,
+                 generate: bool = True):
+        """`generate=False` (the `token` subcommand): a missing secret is a StateError, not
+        a new secret no running emulator knows."""
         ensure_state_dir(state_dir)
-        self._secret = read_secret(state_dir / "jwt-secret")
+        self._secret = read_secret(state_dir / "jwt-secret", generate=generate)
         self.max_ttl = max_ttl
 
     @classmethod
