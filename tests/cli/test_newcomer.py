@@ -120,7 +120,7 @@ def test_doctor_status_call_has_at_most_the_probe_timeout():
         found = doctor._Found(token="t", token_usable=True,
                               origin=f"http://127.0.0.1:{listener.getsockname()[1]}",
                               origin_source="--api-url")
-        check = doctor._network(found, Invocation(), time.monotonic() + 20, make_client)
+        check = doctor._network(found, Invocation(), time.monotonic() + 20, make_client, {})
     assert check.status == "ok", check.detail
     assert timeouts and max(timeouts) <= doctor.PROBE_TIMEOUT
 
