@@ -87,12 +87,19 @@ def test_existing_token_is_replaced_and_permissions_tightened(bus, token_server)
     assert mode(auth_dir) == 0o700
 
 
-def test_no_api_url_is_a_usage_error(bus, token_server):
-    result = bus.run("auth", "token", "--scope", SCOPES)
-    assert result.returncode == 2
-    assert "--api-url" in result.stderr and "BUS_API_BASE_URL" in result.stderr
-    assert len(result.stderr.splitlines()) == 1
-    assert not (bus.config_dir / "auth").exists()
+def test_api_url_order_and_default_follow_the_plugin(bus, token_server):
+    """CONTRACT 2's order: $BUS_AI_API_URL before $BUS_API_BASE_URL; with nothing given,
+    the plugin's default origin (not "no API URL", exit 2)."""
+    result = bus.run("auth", "token", "--scope", SCOPES,
+                     env={"BUS_AI_API_URL": token_server.url,
+                          "BUS_API_BASE_URL": "http://127.0.0.1:9"})
+    assert result.returncode == 0, result.stderr
+    assert len(token_server.requests) == 1
+    from bus_host.auth import TOKEN_PATH, token_endpoint
+
+    from bus_containers.settings import DEFAULT_API_URL
+
+    assert token_endpoint(None) == DEFAULT_API_URL + TOKEN_PATH
 
 
 @pytest.mark.parametrize(

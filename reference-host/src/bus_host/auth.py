@@ -17,6 +17,9 @@ import click
 from bus_host import __version__
 
 TOKEN_PATH = "/api/v1/auth/token"
+# The same default origin as the containers plugin (CONTRACT 2: the local emulator's
+# address), written here again: the host never imports a plugin.
+DEFAULT_API_URL = "http://127.0.0.1:8080"
 # The local emulator issues tokens only to its owner: the caller presents the emulator's
 # admin key, read from this file (never from the command line, where `ps` would show it).
 ADMIN_KEY_ENV = "BUS_EMULATOR_ADMIN_KEY_FILE"
@@ -50,13 +53,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def token_endpoint(api_url: str | None) -> str:
-    """``{api_url}/api/v1/auth/token`` after checking the origin; exit 2 when unusable."""
-    if not api_url:
-        raise AuthError(
-            "no API URL: pass --api-url URL (before the command: `bus --api-url URL auth token "
-            "...`), set BUS_API_BASE_URL, or put api_url in <config dir>/config.toml",
-            EXIT_USAGE,
-        )
+    """``{api_url}/api/v1/auth/token`` after checking the origin (the default origin when
+    none was given, as the plugin does); exit 2 when unusable."""
+    api_url = api_url or DEFAULT_API_URL
     try:
         parts = urlsplit(api_url)
         host = parts.hostname or ""

@@ -83,14 +83,19 @@ def _api_url_from_config(config_dir: str) -> str | None:
 @click.option(
     "--api-url",
     metavar="URL",
-    help="API origin [default: $BUS_API_BASE_URL, else api_url in <config dir>/config.toml].",
+    help="API origin [default: $BUS_AI_API_URL, $BUS_API_BASE_URL, api_url in "
+    "<config dir>/config.toml, else http://127.0.0.1:8080].",
 )
 @click.pass_context
 def bus(ctx: click.Context, config_dir: str | None, api_url: str | None) -> None:
     """Bus CLI (reference host): runs the commands of installed Bus plugins."""
     config_dir = config_dir or _env("BUS_CONFIG_DIR") or default_config_dir()
     config_dir = os.path.expanduser(config_dir)
-    api_url = api_url or _env("BUS_API_BASE_URL") or _api_url_from_config(config_dir)
+    # CONTRACT 2's order, as the plugin reads it: the flag, $BUS_AI_API_URL,
+    # $BUS_API_BASE_URL, the config file; None here means the default (auth.DEFAULT_API_URL),
+    # so a plugin can still tell "the default" from an origin the user chose.
+    api_url = (api_url or _env("BUS_AI_API_URL") or _env("BUS_API_BASE_URL")
+               or _api_url_from_config(config_dir))
     ctx.obj = HostContext(config_dir=config_dir, api_url=api_url)
 
 
