@@ -51,10 +51,11 @@ def _special(st: os.stat_result) -> str | None:
     return None
 
 
-def _refuse_special(path: str, st: os.stat_result) -> None:
+def _refuse_special(path: str, st: os.stat_result, *, via_link: bool = False) -> None:
     what = _special(st)
     if what:
-        raise e.WorkspaceError(f"{path!r} is a {what}: a download is written only to a "
+        is_a = "is a symbolic link to a" if via_link else "is a"
+        raise e.WorkspaceError(f"{path!r} {is_a} {what}: a download is written only to a "
                                "regular file or a directory, never over anything else",
                                path=path)
 
@@ -87,7 +88,7 @@ def extract_download(stream: BinaryIO, dest: str | os.PathLike, source: str) -> 
         raise e.WorkspaceError(f"cannot write {dest_text!r}: {exc.strerror or exc}",
                                path=dest_text) from None
     if st is not None:
-        _refuse_special(dest_text, st)
+        _refuse_special(dest_text, st, via_link=os.path.islink(dest))
         dest_is_dir = stat.S_ISDIR(st.st_mode)
     try:
         staging = Path(tempfile.mkdtemp(prefix=".bus-cp-",

@@ -226,6 +226,8 @@ def test_archive_of_one_file_and_refusals(emu):
     assert r.status_code == 200
     assert_error(api.get(f"/runs/{rid}/workspace/archive", params={"path": "nope"}),
                  404, "not_found")
+    assert_error(api.get(f"/runs/{rid}/workspace/archive", params={"path": "made.txt/"}),
+                 404, "not_found")  # a trailing / names a directory, as for cp
     assert_error(api.get(f"/runs/{rid}/workspace/archive", params={"path": "../x"}),
                  400, "invalid_request")
     # Through the run's link to /etc: not followed.

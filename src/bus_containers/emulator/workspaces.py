@@ -331,7 +331,9 @@ def resolve_inside(tree: Path, path: str) -> tuple[Path, str]:
             st = os.lstat(current)
         except OSError:
             raise not_found(f"no such path in the workspace: {path}") from None
-        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+        # `f.txt/` names a directory, as for cp: a file there is not what was asked for.
+        last_is_dir = i < len(parts) - 1 or text.endswith("/")
+        if last_is_dir and not stat.S_ISDIR(st.st_mode):
             raise not_found(f"no such path in the workspace: {path} "
                             f"({'/'.join(parts[:i + 1])} is not a directory)")
     # Named by its last part, as `docker cp` and `cp -r` name a copy: `d/e/f.txt` comes
