@@ -54,9 +54,9 @@ def check_member(member: tarfile.TarInfo, totals: Totals, max_bytes: int | None,
         target = member.linkname
         if not target or target.startswith("/") or os.path.isabs(target):
             raise Refused(f"link {shown} points to an absolute path")
-        # The name without trailing slashes: a symlink member named `a/l/` lands as `a/l`,
-        # so its target is relative to `a`, not to `a/l`.
-        base = posixpath.dirname(name.rstrip("/")) if member.issym() else ""
+        # The name normalized first: a symlink member named `a/l/` (or `a/l/.`) lands as
+        # `a/l`, so its target is relative to `a`, not to `a/l`.
+        base = posixpath.dirname(posixpath.normpath(name)) if member.issym() else ""
         resolved = posixpath.normpath(posixpath.join(base, target))
         if resolved == ".." or resolved.startswith("../"):
             raise Refused(f"link {shown} points outside the workspace")

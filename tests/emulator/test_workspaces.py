@@ -122,6 +122,8 @@ TAR_SLIPS = {
     # Lands as a/l: its target counts from a, not from a/l (tarfile's filter missed it).
     "link named with a trailing slash": [special("a", tarfile.DIRTYPE),
                                          special("a/l/", tarfile.SYMTYPE, "../../x")],
+    "link named with a trailing /.": [special("a", tarfile.DIRTYPE),
+                                      special("a/l/.", tarfile.SYMTYPE, "../../x")],
     "device node": [special("dev", tarfile.CHRTYPE)],
     "fifo": [special("fifo", tarfile.FIFOTYPE)],
 }
