@@ -253,7 +253,8 @@ def _parse_env(ctx, param, values) -> dict[str, str]:
 @click.option("--rm", "remove", is_flag=True,
               help="Delete the run once it has finished (like docker run --rm).")
 @click.option("--quiet", "-q", is_flag=True,
-              help="No progress or run id on stderr (with --detach: only the id on stdout).")
+              help="No run id, workspace line or progress on stderr (with --detach: only "
+                   "the id on stdout).")
 @click.option("--interactive", "-i", is_flag=True,
               help="Stream our stdin to the command's until EOF (else its stdin is empty).")
 @click.option("--workspace", "-w", is_flag=False, flag_value=".", default=None,
