@@ -12,7 +12,7 @@ import pytest
 from bus_containers.emulator import cgroups
 from bus_containers.emulator import sandbox as sandbox_mod
 from bus_containers.emulator.cgroups import Cgroups
-from bus_containers.emulator.config import ConfigError, Profile
+from bus_containers.emulator.config import ConfigError, Limits, Profile
 from bus_containers.emulator.sandbox import LaunchSpec, Sandbox
 
 
@@ -79,19 +79,83 @@ def test_run_uids_are_unused_and_released(sandbox):
     assert not sandbox._uids
 
 
-def test_cgroup_bookkeeping_and_a_dead_emulators_leftovers(tmp_path):
+TOTALS = cgroups.Totals(memory=1000, processes=100, account_memory=500, account_processes=50)
+
+
+def test_cgroup_bookkeeping_totals_and_account_cgroups(tmp_path):
     # Directories stand in for cgroupfs: only the bookkeeping is tested here; the limits
-    # themselves are, end to end, by the memory hog test (cgroup v1 on this machine class).
+    # themselves are, end to end, below and by the memory hog test (cgroup v1 here).
     hierarchies = tmp_path / "memory", tmp_path / "pids"
     for hierarchy in hierarchies:
-        (hierarchy / f"{cgroups.PREFIX}999999999" / "run-old").mkdir(parents=True)
-    made = Cgroups(1, tuple(cgroups._make_base(h) for h in hierarchies))
-    assert not any((h / f"{cgroups.PREFIX}999999999").exists() for h in hierarchies)
-    paths = made.create("run_y", 1234, 7)
-    assert paths == [base / "run-run_y" for base in made.bases]
-    assert all(p.is_dir() for p in paths)
-    cgroups.remove(paths)
-    assert not any(p.exists() for p in paths)
+        hierarchy.mkdir()
+    bases = tuple(cgroups._make_base(h, "tag") for h in hierarchies)
+    made = Cgroups(1, bases, TOTALS)
+    (bases[0] / "memory.limit_in_bytes").write_text("")  # only files the kernel made
+    made._limit(bases[0], TOTALS.memory, TOTALS.processes)
+    assert (bases[0] / "memory.limit_in_bytes").read_text() == "1000"
+    assert not (bases[0] / "pids.max").exists()
+    first = made.create("run_y", 1234, 7, account="alice")
+    second = made.create("run_z", 1234, 7, account="alice")
+    other = made.create("run_w", 1234, 7, account="bob")
+    assert [p.parent for p in first] == [p.parent for p in second] != [p.parent for p in other]
+    assert all(p.parent.parent in bases and p.is_dir() for p in first + other)
+    cgroups.remove(first)
+    assert all(p.parent.is_dir() for p in first)  # run_z of alice is still there
+    cgroups.remove(second + other)
+    assert not any(p.parent.exists() for p in first + other)
+    (bases[0] / "memory.limit_in_bytes").unlink()  # cgroupfs files do not stop rmdir
+    cgroups.close(bases)
+    assert not any(b.exists() for b in bases)
+
+
+def test_only_a_dead_emulators_own_leftovers_are_removed(tmp_path):
+    me, started = os.getpid(), cgroups.start_time(os.getpid())
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        names = {
+            "dead": f"{cgroups.PREFIX}999999999.1.tag",
+            "reused_pid": f"{cgroups.PREFIX}{live.pid}.1.tag",  # pid alive, not the emulator
+            "alive": f"{cgroups.PREFIX}{live.pid}.{cgroups.start_time(live.pid)}.tag",
+            "other_state_dir": f"{cgroups.PREFIX}999999999.1.other",
+            "old_style": f"{cgroups.PREFIX}999999998",
+            "other_user": f"{cgroups.PREFIX}999999997.1.tag",
+        }
+        for name in names.values():
+            (tmp_path / name / "acct-x" / "run-old").mkdir(parents=True)
+        os.chown(tmp_path / names["other_user"], 12345, 12345)
+        base = cgroups._make_base(tmp_path, "tag")
+        assert base.name == f"{cgroups.PREFIX}{me}.{started}.tag"
+        left = {k for k, name in names.items() if (tmp_path / name).exists()}
+        assert left == {"alive", "other_state_dir", "old_style", "other_user"}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_accounts_runs_together_stay_under_its_process_total(tmp_path):
+    limits = Limits(account_processes=24)
+    box = Sandbox(tmp_path / "state", limits)
+    try:
+        if box.cgroups is None:  # pragma: no cover - this machine class has cgroups
+            pytest.skip(box.cgroup_reason)
+        holder = box.prepare("run_a", Profile("test"), LaunchSpec(
+            ("sh", "-c", "for i in $(seq 16); do sleep 30 & done; echo up; wait"),
+            account="alice"))
+        first = subprocess.Popen(holder.argv, env=holder.env, cwd=holder.cwd,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            assert first.stdout.readline() == b"up\n"
+            flood = "n=0; for i in $(seq 16); do sleep 30 & n=$((n+1)); done 2>/dev/null; " \
+                    "kill $(jobs -p) 2>/dev/null; echo ok"
+            again = launch(box, ["sh", "-c", flood], account="alice")
+            assert again.returncode != 0 or "ok" not in again.stdout  # fork refused
+            assert launch(box, ["sh", "-c", flood], account="bob").stdout == "ok\n"
+        finally:
+            first.kill()
+            first.wait()
+            holder.release()
+    finally:
+        box.close()
 
 
 def test_probe_failure_means_isolation_none(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ class EmulatorApp:
         self.store.on_removed = self._run_removed
         self.faults = faults_mod.FaultSet()
         self.stopping = threading.Event()
-        self.sandbox = Sandbox(state_dir)
+        self.sandbox = Sandbox(state_dir, config.limits)
         self.runner = Runner(self._run_finished, self.sandbox)
         self._log(self.sandbox.describe())
         self._counter_lock = threading.Lock()

@@ -45,6 +45,13 @@ class Limits:
     header_timeout_seconds: float = 10
     body_idle_timeout_seconds: float = 30
     max_connections: int = 256
+    # All runs together (the emulator's cgroup) and one account's runs together (its own
+    # cgroup), where cgroups are in force; unset: 60% of the machine's memory and half its
+    # process table in all, half of that for one account (see cgroups.default_totals).
+    total_memory_bytes: int | None = None
+    total_processes: int | None = None
+    account_memory_bytes: int | None = None
+    account_processes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class Runner:
         """Start `run` in a thread. `stdin_fd`: the command's stdin (default /dev/null);
         the runner closes it once the process has it. `workspace_dir`: a host directory
         mounted read-write at /workspace, the run's cwd (default: none, cwd /tmp)."""
-        spec = LaunchSpec(run.spec.command, run.spec.env, stdin_fd, workspace_dir)
+        spec = LaunchSpec(run.spec.command, run.spec.env, stdin_fd, workspace_dir, run.owner)
         t = threading.Thread(target=self._execute, args=(run, profile, spec),
                              name=f"run-{run.id}", daemon=True)
         with self._lock:

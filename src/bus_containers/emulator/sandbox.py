@@ -43,7 +43,7 @@ from pathlib import Path
 
 from . import cgroups
 from .cgroups import Cgroups
-from .config import ConfigError, Profile
+from .config import ConfigError, Limits, Profile
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # "none" turns namespaces off; "required" refuses to start without them; else "auto".
@@ -130,6 +130,7 @@ class LaunchSpec:
     env: tuple[tuple[str, str], ...] = ()
     stdin_fd: int | None = None
     workspace_dir: str | None = None
+    account: str = ""  # the run's owner: its runs share one account cgroup
 
 
 @dataclass
@@ -156,7 +157,12 @@ class Launch:
 
 
 class Sandbox:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, limits: Limits | None = None):
+        limits = limits or Limits()
+        self._totals = cgroups.default_totals(
+            limits.total_memory_bytes, limits.total_processes, limits.account_memory_bytes,
+            limits.account_processes)
+        self._tag = cgroups.tag_for(state_dir)
         self._lock = threading.Lock()
         self._uids: set[int] = set()
         self.mode = "none"  # "uid" (root, per-run uid), "userns" (user namespace), "none"
@@ -213,7 +219,7 @@ class Sandbox:
             self.mode = "none"
             self.reason = "the kernel refused namespaces: " + failure.splitlines()[-1][:200]
             return
-        self.cgroups, self.cgroup_reason = Cgroups.probe()
+        self.cgroups, self.cgroup_reason = Cgroups.probe(self._tag, self._totals)
 
     # -- one run ----------------------------------------------------------------------
     def prepare(self, run_id: str, profile: Profile, spec: LaunchSpec, *, cgroup: bool = True
@@ -252,7 +258,8 @@ class Sandbox:
         tool = self._tools
         argv = [tool["setpriv"], "--pdeathsig", "KILL", "--"]
         if cgroup and self.cgroups is not None:
-            paths = self.cgroups.create(run_id, profile.memory_bytes, profile.max_processes)
+            paths = self.cgroups.create(run_id, profile.memory_bytes, profile.max_processes,
+                                        spec.account)
             launch._undo.append(lambda: cgroups.remove(paths))
             # The launcher moves itself into the run's cgroups, then becomes unshare.
             argv += [tool["sh"], "-c", 'n=$1; shift; while [ "$n" -gt 0 ]; do '
@@ -318,9 +325,7 @@ class Sandbox:
     def close(self) -> None:
         """Remove our (by now empty) cgroups; call once every run has been released."""
         if self.cgroups is not None:
-            for base in self.cgroups.bases:
-                with contextlib.suppress(OSError):
-                    base.rmdir()
+            cgroups.close(self.cgroups.bases)
 
     # -- per-run uids -----------------------------------------------------------------
     def _allocate_uid(self) -> int:
