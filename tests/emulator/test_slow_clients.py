@@ -176,22 +176,54 @@ def test_a_trickled_body_is_cut_but_a_pausing_stdin_is_not(emu):
     assert output_of(api.logs(api.wait(run["id"])["id"])) == b"first\nsecond\n"
 
 
-def test_past_the_cap_with_every_connection_busy_is_503(tmp_path):
-    emu = start_emulator(tmp_path, config="[emulator]\nmax_connections = 3\n")
+def test_long_requests_are_capped_per_account_and_short_ones_keep_a_reserve(tmp_path):
+    # 6 connections: 1 kept for short requests, so 5 long ones in all, 2 per account.
+    emu = start_emulator(tmp_path, config="[emulator]\nmax_connections = 6\n"
+                                          "long_requests_per_account = 2\n")
+    open_streams: list = []
     try:
-        api = Api(emu)
-        run = api.post_run(["sleep", "30"]).json()
-        followers = [requests.get(emu.api(f"/runs/{run['id']}/logs"), stream=True,
-                                  params={"follow": "true"}, headers=api.headers, timeout=30)
-                     for _ in range(3)]
-        r = requests.get(emu.api("/status"), headers=api.headers, timeout=10)
-        error = assert_error(r, 503, "unavailable")
-        assert r.headers["Retry-After"] == "1" and "connections" in error["message"]
-        for f in followers:
-            f.close()
-        wait_until(lambda: requests.get(emu.api("/status"), headers=api.headers,
-                                        timeout=10).status_code == 200,
-                   what="a free connection")
-        assert api.request("DELETE", f"/runs/{run['id']}").status_code == 204
+        accounts = [Api(emu) for _ in range(4)]
+        runs = [a.post_run(["sleep", "30"]).json()["id"] for a in accounts]
+
+        def follow(i: int) -> requests.Response:
+            r = requests.get(emu.api(f"/runs/{runs[i]}/logs"), stream=True,
+                             params={"follow": "true"}, headers=accounts[i].headers,
+                             timeout=30)
+            if r.status_code == 200:
+                open_streams.append(r)
+            return r
+
+        assert [follow(0).status_code for _ in range(2)] == [200, 200]
+        r = follow(0)  # account 0's third: refused for that account only
+        assert_error(r, 429, "rate_limited")
+        assert r.headers["Retry-After"] == "2"
+        assert [follow(1).status_code, follow(1).status_code, follow(2).status_code] \
+            == [200, 200, 200]
+        assert_error(follow(3), 503, "unavailable")  # 5 long ones in all
+        # Short requests of every account still get through the reserved connection.
+        for a in accounts:
+            assert a.get("/status").status_code == 200
+        # A stream's end frees its slot.
+        open_streams.pop().close()
+        wait_until(lambda: follow(3).status_code == 200, what="a freed long-request slot")
+
+        # Past the cap with every connection busy (the reserve held by a request whose
+        # body never comes): the accept loop's 503.
+        half = connect(emu)
+        half.sendall(b"POST /api/v1/containers/runs HTTP/1.1\r\nHost: x\r\n"
+                     + f"Authorization: {accounts[0].headers['Authorization']}\r\n".encode()
+                     + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        wait_until(lambda: _is_accept_loop_503(emu, accounts[0]), what="every connection busy")
+        half.close()
     finally:
+        for stream in open_streams:
+            stream.close()
         emu.stop()
+
+
+def _is_accept_loop_503(emu, api: Api) -> bool:
+    r = requests.get(emu.api("/status"), headers=api.headers, timeout=10)
+    if r.status_code != 503:
+        return False
+    assert r.headers["Retry-After"] == "1" and "connections" in r.json()["error"]["message"]
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
@@ -25,6 +26,7 @@ from .config import Config
 from .errors import ApiError, invalid, not_found
 from .http import error_response, json_response, printable, stderr_log
 from .inputs import RunInputs
+from .longrequests import LongRequests, ReleasedAfter
 from .model import FINISHED
 from .runner import Runner
 from .sandbox import Sandbox
@@ -74,8 +76,12 @@ class EmulatorApp:
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._attempts: Counter[str] = Counter()
+        # The server sets its real connection cap at start (server.connection_cap).
+        self.long_requests = LongRequests(config.limits.long_requests_per_account,
+                                          config.limits.short_request_reserve,
+                                          config.limits.max_connections)
         self.inputs = RunInputs(API, config, self.workspaces, self.auth, self.owned_run,
-                                self.runner.cancel)
+                                self.runner.cancel, self.long_requests)
         self.admin = Admin(config, self.store, self.faults, self.counters, self.runner.stats,
                            self.credential)
         # Endpoints are the handlers themselves; werkzeug answers HEAD for GET rules and
@@ -231,15 +237,24 @@ class EmulatorApp:
         headers = {"Location": f"{API}/runs/{run.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
+        release = None
         if wait and not spec.stdin:  # a run waiting for its stdin would hold the answer
+            # The run exists now: with no long-request slot left, answer without waiting
+            # (a preference the server may decline) rather than refuse it.
+            with contextlib.suppress(ApiError):
+                release = self.long_requests.acquire(claims.sub)
+        if release is not None:
             seconds = min(wait, self.config.limits.max_wait_seconds)
-            if validate.prefer_until_output(request):
-                # Live output must not wait for the hold: answer at the first bytes too.
-                run.wait_output_or_finished(seconds, OUTPUT_GRACE_SECONDS)
-                headers["Preference-Applied"] = f"wait={seconds:g}, until=output"
-            else:
-                run.wait_finished(seconds)
-                headers["Preference-Applied"] = f"wait={seconds:g}"
+            try:
+                if validate.prefer_until_output(request):
+                    # Live output must not wait for the hold: answer at the first bytes too.
+                    run.wait_output_or_finished(seconds, OUTPUT_GRACE_SECONDS)
+                    headers["Preference-Applied"] = f"wait={seconds:g}, until=output"
+                else:
+                    run.wait_finished(seconds)
+                    headers["Preference-Applied"] = f"wait={seconds:g}"
+            finally:
+                release()
         if run.finished:
             return json_response(run.to_json(), 201, headers)
         headers["Retry-After"] = "1"
@@ -305,10 +320,14 @@ class EmulatorApp:
         run = self.owned_run(claims, run_id)
         wait = validate.prefer_wait(request)
         headers = {}
-        if wait:
+        if wait and not run.finished:
             # A long-poll: `wait` hears of the end at once, with one open request.
+            release = self.long_requests.acquire(claims.sub)
             seconds = min(wait, self.config.limits.max_wait_seconds)
-            run.wait_finished(seconds)
+            try:
+                run.wait_finished(seconds)
+            finally:
+                release()
             headers["Preference-Applied"] = f"wait={seconds:g}"
         return json_response(run.to_json(), headers=headers)
 
@@ -342,8 +361,11 @@ class EmulatorApp:
         offset = validate.non_negative_int(args.get("offset"), "offset")
         tail = validate.non_negative_int(args["tail"], "tail") if "tail" in args else None
         since = validate.timestamp(args.get("since"), "since")
+        release = self.long_requests.acquire(claims.sub) if follow else None
         lines = logs.stream(run, offset, follow, self.stopping,
                             request.environ.get("werkzeug.socket"), tail=tail, since=since)
+        if release is not None:
+            lines = ReleasedAfter(lines, release)
         return Response(lines, 200, mimetype="application/x-ndjson",
                         headers={"X-Accel-Buffering": "no"}, direct_passthrough=True)
 

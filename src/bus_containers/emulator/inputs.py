@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 from .config import Config
 from .errors import ApiError, invalid, not_found
 from .http import STREAM_BODY, json_response
+from .longrequests import LongRequests
 from .model import Run
 from .stdin import StdinClaimed
 from .workspaces import SHA256, Workspaces, too_large
@@ -29,13 +30,14 @@ def run_not_finished(run: Run) -> ApiError:
 class RunInputs:
     def __init__(self, api: str, config: Config, workspaces: Workspaces,
                  auth: Callable[[Request, str], Any], owned_run: Callable[[Any, str], Run],
-                 cancel: Callable[[Run], None]):
+                 cancel: Callable[[Run], None], long_requests: LongRequests):
         self.api = api
         self.config = config
         self.workspaces = workspaces
         self.auth = auth
         self.owned_run = owned_run
         self.cancel = cancel
+        self.long_requests = long_requests
 
     def rules(self) -> list[Rule]:
         api = self.api
@@ -66,10 +68,14 @@ class RunInputs:
             raise ApiError(415, "unsupported_media_type",
                            f"the workspace must be sent as application/x-tar, not {mimetype}")
         plan = self.config.plan_for(claims.sub)
-        info = self.workspaces.store(
-            claims.sub, sha, _body(request), request.content_length,
-            max_bytes=plan.workspace_bytes, max_files=plan.workspace_files,
-            storage_bytes=plan.storage_bytes)
+        release = self.long_requests.acquire(claims.sub)
+        try:
+            info = self.workspaces.store(
+                claims.sub, sha, _body(request), request.content_length,
+                max_bytes=plan.workspace_bytes, max_files=plan.workspace_files,
+                storage_bytes=plan.storage_bytes)
+        finally:
+            release()
         return json_response(info, 201)
 
     # -- stdin ------------------------------------------------------------------------
@@ -81,6 +87,13 @@ class RunInputs:
             raise ApiError(409, "conflict", f"run {run.id} was created without stdin "
                            '(create it with "stdin": true)', run_id=run.id)
         limit = self.config.plan_for(claims.sub).stdin_bytes
+        release = self.long_requests.acquire(claims.sub)  # before the claim: a 429 keeps it
+        try:
+            return self._feed_stdin(request, run, feed, limit)
+        finally:
+            release()
+
+    def _feed_stdin(self, request: Request, run: Run, feed, limit: int | None) -> Response:
         try:
             fd = feed.claim()
         except StdinClaimed:

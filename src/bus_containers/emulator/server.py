@@ -171,6 +171,7 @@ class _Server(ThreadedWSGIServer):
         super().__init__(host, port, app, handler=_Handler, fd=fd)
         self.limits = app.config.limits
         self.connections = _Connections(connection_cap(self.limits))
+        app.long_requests.set_connection_cap(self.connections.cap)
 
     def get_request(self):
         try:
