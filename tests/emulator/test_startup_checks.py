@@ -178,3 +178,54 @@ def test_a_state_dir_others_can_only_read_is_closed(tmp_path):
     out = emulator("token", "--sub", "a", "--state-dir", str(state))
     assert out.returncode == 0, out.stderr
     assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_parent_others_may_write_without_the_sticky_bit_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    state = good_state(shared)
+    shared.chmod(0o777)  # anyone could rename the state dir away and plant their own
+    for command in (["serve", "--port", "0"], ["token", "--sub", "a"]):
+        out = emulator(*command, "--state-dir", str(state))
+        assert out.returncode == 2 and out.stdout == "", (command, out.stderr)
+        [line] = out.stderr.splitlines()
+        assert f"{shared} (above state dir {state}) is writable by group or others " \
+               "without the sticky bit" in line, line
+    shared.chmod(0o1777)  # sticky, like /tmp: only the owner may rename the state dir
+    out = emulator("token", "--sub", "a", "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("name", ["workspaces", "sandbox-root"])
+def test_a_symlinked_subdirectory_is_refused(tmp_path, name):
+    state = good_state(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (state / name).symlink_to(elsewhere)
+    out = emulator("serve", "--port", "0", "--state-dir", str(state))
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    [line] = out.stderr.splitlines()
+    assert f"{state / name} is not a directory (a symlink?)" in line, line
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_planted_database_is_one_line_and_exit_2(tmp_path):
+    import sqlite3
+
+    state = good_state(tmp_path)
+    planted = sqlite3.connect(state / "state.db")
+    planted.execute("PRAGMA user_version = 2")  # claims our schema, has none of it
+    planted.execute("CREATE TABLE runs (x)")
+    planted.close()
+    (state / "state.db").chmod(0o600)
+    out = emulator("serve", "--port", "0", "--state-dir", str(state))
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    [line] = out.stderr.splitlines()
+    assert "cannot use the state database" in line and "missing" in line, line
+    (state / "state.db").unlink()
+    (state / "state.db").symlink_to(tmp_path / "elsewhere.db")
+    out = emulator("serve", "--port", "0", "--state-dir", str(state))
+    assert out.returncode == 2, out.stderr
+    [line] = out.stderr.splitlines()
+    assert "a symlink there is refused" in line, line
+    assert not (tmp_path / "elsewhere.db").exists()

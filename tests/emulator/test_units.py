@@ -175,3 +175,24 @@ def test_malformed_http_gets_a_json_error(tmp_path):
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.") and b" 431 " in head.split(b"\r\n")[0]
     assert json.loads(body)["error"]["code"] == "invalid_request"
+
+
+def test_a_database_broken_under_a_running_emulator_is_one_log_line(tmp_path):
+    import sqlite3
+
+    import requests
+
+    lines: list[str] = []
+    with serve_in_thread(tmp_path, log=lines.append, durable=True) as handle:
+        token = handle.app.tokens.issue("me")
+        other = sqlite3.connect(tmp_path / "state.db")
+        other.execute("DROP TABLE output")
+        other.close()
+        r = requests.post(handle.url + "/api/v1/containers/runs", timeout=10,
+                          headers={"Authorization": f"Bearer {token}", "Prefer": "wait=5"},
+                          json={"profile": "codex", "command": ["printf", "hi"]})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal"
+    errors = [line for line in lines if "internal error" in line]
+    assert errors, lines
+    assert all("\n" not in line and "Traceback" not in line for line in lines), errors
+    assert any("the state database failed: no such table: output" in e for e in errors)

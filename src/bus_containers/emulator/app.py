@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import sqlite3
 import threading
 import time
 import traceback
@@ -159,6 +160,9 @@ class EmulatorApp:
             response = self._route(request)
         except ApiError as e:
             response = error_response(e)
+        except sqlite3.Error as e:  # e.g. a disk full or a file changed under us: one line
+            self._log(f"internal error: the state database failed: {printable(str(e))}")
+            response = error_response(ApiError(500, "internal", "internal emulator error"))
         except Exception:  # a bug: never an HTML page, never a dead connection
             self._log("internal error:\n" + traceback.format_exc().rstrip())
             response = error_response(ApiError(500, "internal", "internal emulator error"))

@@ -15,6 +15,7 @@ import fcntl
 import os
 import queue
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,8 +111,12 @@ class Database:
         try:
             if path is not None:
                 self._lock_file = _exclusive_lock(path.with_name(path.name + ".lock"))
+                _check_file(path)
             self._writer = self._connect()
             self._init_schema()
+        except DatabaseError:
+            self.close()
+            raise
         except sqlite3.Error as e:
             self.close()
             raise DatabaseError(f"cannot use the state database {path}: {e} "
@@ -121,8 +126,6 @@ class Database:
         if self.path is None:
             con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         else:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # never world-readable
-            os.close(fd)
             con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                   timeout=30)
             con.execute("PRAGMA journal_mode=WAL")
@@ -134,6 +137,12 @@ class Database:
         con = self._writer
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
+            # Not a database this emulator wrote (planted, or cut short): refused here, not
+            # a failed request later.
+            have = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+            missing = sorted(TABLES - have)
+            if missing:
+                raise sqlite3.DatabaseError(f"table(s) {', '.join(missing)} missing")
             return
         if version != 0:
             raise sqlite3.DatabaseError(f"schema version {version} is not {SCHEMA_VERSION}")
@@ -203,6 +212,27 @@ class Database:
                 self._lock_file = None
 
 
+TABLES = frozenset({"accounts", "runs", "output", "usage_runs", "meta"})
+
+
+def _check_file(path: Path) -> None:
+    """The database file, created 0600 when absent (never world-readable): a regular file
+    of ours, not a symlink to elsewhere."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise DatabaseError(f"cannot use the state database {path}: {e.strerror or e} "
+                            "(a symlink there is refused; move it away)") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise DatabaseError(f"the state database {path} is not a regular file of yours "
+                            "writable by you only; move it away to start with no runs")
+
+
 def _statements(script: str) -> list[str]:
     """The schema's statements (triggers hold `;` inside BEGIN...END)."""
     out, buf = [], ""
@@ -217,7 +247,11 @@ def _statements(script: str) -> list[str]:
 
 
 def _exclusive_lock(path: Path):
-    f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "rb+")  # noqa: SIM115
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise DatabaseError(f"cannot use {path}: {e.strerror or e}") from None
+    f = open(fd, "rb+")  # noqa: SIM115
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

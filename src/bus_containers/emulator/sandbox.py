@@ -44,6 +44,7 @@ from pathlib import Path
 from . import cgroups
 from .cgroups import Cgroups
 from .config import ConfigError, Limits, Profile
+from .statedir import private_subdir
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # "none" turns namespaces off; "required" refuses to start without them; else "auto".
@@ -199,11 +200,8 @@ class Sandbox:
         if missing:
             self.reason = f"util-linux tool(s) not found: {', '.join(missing)}"
             return
-        try:
-            os.makedirs(self._mountpoint, mode=0o700, exist_ok=True)
-        except OSError as e:
-            self.reason = f"cannot create {self._mountpoint}: {e.strerror or e}"
-            return
+        # A symlink here would have the run's root mounted wherever it points.
+        private_subdir(Path(self._mountpoint))  # StateError: the emulator does not start
         self.mode = "uid" if os.geteuid() == 0 else "userns"
         trial = self.prepare("probe", Profile("probe"), LaunchSpec(("true",)), cgroup=False)
         try:

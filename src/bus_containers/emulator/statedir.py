@@ -1,7 +1,11 @@
 """The state dir and its secrets, checked at every start the way ssh checks its keys.
 
 The dir and each secret must belong to the user running the emulator and not be writable
-by group or others (secrets: no access at all for group or others, i.e. 0600). A secret
+by group or others; every directory above the state dir, up to /, must belong to root or
+to that user and not be writable by group or others unless sticky (as /tmp), so no one
+else can replace the state dir, or anything in it, after these checks; the directories
+the emulator makes in it (workspaces, the sandbox's mount point) must be real directories,
+never symlinks (secrets: no access at all for group or others, i.e. 0600). A secret
 that is absent is generated (0600, written whole then linked into place, so concurrent
 starts agree on one); one that exists but is empty, short, not text or unreadable is a
 StateError, never regenerated: that would silently invalidate every token issued with it.
@@ -34,6 +38,7 @@ def ensure_state_dir(state_dir: Path) -> Path:
         raise StateError(f"cannot use state dir {state_dir}: {e.strerror or e}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise StateError(f"state dir {state_dir} is not a directory")
+    _check_parents(state_dir)
     _check_owner(state_dir, st)
     if st.st_mode & 0o022:
         raise StateError(f"state dir {state_dir} is writable by group or others "
@@ -47,6 +52,42 @@ def ensure_state_dir(state_dir: Path) -> Path:
             raise StateError(f"cannot close state dir {state_dir} to mode 700: "
                              f"{e.strerror or e}") from None
     return state_dir
+
+
+def _check_parents(state_dir: Path) -> None:
+    real = Path(os.path.realpath(state_dir))
+    for parent in real.parents:
+        try:
+            st = parent.stat()
+        except OSError as e:
+            raise StateError(f"cannot check {parent}: {e.strerror or e}") from None
+        if st.st_uid not in (0, os.geteuid()):
+            raise StateError(f"{parent} (above state dir {state_dir}) belongs to uid "
+                             f"{st.st_uid}, who could replace the state dir; use a state dir "
+                             "whose parents belong to root or to you")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise StateError(f"{parent} (above state dir {state_dir}) is writable by group "
+                             f"or others without the sticky bit (mode {st.st_mode & 0o7777:o}), "
+                             "so anyone could replace the state dir; use another state dir "
+                             f"or run: chmod go-w {parent}")
+
+
+def private_subdir(path: Path) -> Path:
+    """`path` (in the state dir), created 0700 when absent: a real directory (never a
+    symlink: it would send what the emulator writes elsewhere), ours, not group/world
+    writable."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+    except OSError as e:
+        raise StateError(f"cannot use {path}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{path} is not a directory (a symlink?); move it away")
+    _check_owner(path, st)
+    if st.st_mode & 0o022:
+        raise StateError(f"{path} is writable by group or others "
+                         f"(mode {st.st_mode & 0o777:o}); run: chmod 700 {path}")
+    return path
 
 
 def _check_owner(path: Path, st: os.stat_result) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .. import tarsafe
 from .errors import ApiError, invalid, not_found
+from .statedir import private_subdir
 from .validate import SHA256
 
 CHUNK = 1 << 16
@@ -82,8 +83,7 @@ def _tree_bytes(path: Path) -> int:
 
 class Workspaces:
     def __init__(self, state_dir: Path):
-        self.root = state_dir / "workspaces"
-        self.root.mkdir(mode=0o700, exist_ok=True)
+        self.root = private_subdir(state_dir / "workspaces")
         self._lock = threading.Lock()  # storage accounting and eviction, per process
         self._run_locks: dict[str, threading.Lock] = {}
 
