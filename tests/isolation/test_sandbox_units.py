@@ -134,7 +134,7 @@ def test_only_a_dead_emulators_own_leftovers_are_removed(tmp_path):
 
 def test_an_accounts_runs_together_stay_under_its_process_total(tmp_path):
     limits = Limits(account_processes=24)
-    box = Sandbox(tmp_path / "state", limits)
+    box = Sandbox(tmp_path, limits)
     try:
         if box.cgroups is None:  # pragma: no cover - this machine class has cgroups
             pytest.skip(box.cgroup_reason)
