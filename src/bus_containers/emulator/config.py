@@ -46,9 +46,10 @@ class Limits:
     body_idle_timeout_seconds: float = 30
     max_connections: int = 256
     # Long-lived requests (log followers, stdin and workspace uploads, Prefer: wait) per
-    # account, and connections kept for short requests whoever holds long ones (unset: a
-    # quarter of the connection cap); see longrequests.py.
-    long_requests_per_account: int = 8
+    # account (unset: a quarter of what all accounts may hold), and connections kept for
+    # short requests whoever holds long ones (unset: a quarter of the connection cap); see
+    # longrequests.py.
+    long_requests_per_account: int | None = None
     short_request_reserve: int | None = None
     # All runs together (the emulator's cgroup) and one account's runs together (its own
     # cgroup), where cgroups are in force; unset: 60% of the machine's memory and half its

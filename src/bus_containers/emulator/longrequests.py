@@ -4,8 +4,8 @@ Each holds a connection (and a thread) for as long as its client likes, so witho
 one account could take every connection and lock all others out (the server's cap then
 answers even a `status` call 503). Two bounds, both checked when such a request starts:
 
-- per account, `long_requests_per_account`: past it that account (only) gets
-  `429 rate_limited` with Retry-After;
+- per account, `long_requests_per_account` (default a quarter of the total below): past
+  it that account (only) gets `429 rate_limited` with Retry-After;
 - for all accounts together, the connection cap less a reserve kept for short requests
   (`short_request_reserve`, default a quarter of the cap): past it, `503 unavailable`.
 """
@@ -22,8 +22,9 @@ RETRY_AFTER = "2"
 
 
 class LongRequests:
-    def __init__(self, per_account: int, reserve: int | None, connection_cap: int):
-        self.per_account = per_account
+    def __init__(self, per_account: int | None, reserve: int | None, connection_cap: int):
+        self._per_account = per_account
+        self.per_account = 1
         self._reserve = reserve
         self._lock = threading.Lock()
         self._held: Counter[str] = Counter()
@@ -34,6 +35,8 @@ class LongRequests:
         """The server's real cap (lowered under a small open-file limit) decides the total."""
         reserve = self._reserve if self._reserve is not None else max(1, cap // 4)
         self.total = max(1, cap - reserve)
+        self.per_account = (self._per_account if self._per_account is not None
+                            else max(1, self.total // 4))
 
     def acquire(self, account: str) -> Callable[[], None]:
         """A slot for `account`'s long request, or ApiError; call the result to free it."""
