@@ -137,7 +137,7 @@ def test_server_side_timeout_gives_124_and_leaves_no_process(emulator, tmp_path)
     got = run_cli(["bus", "containers", "run", "--run-timeout", "1", "--",
                    "sh", "-c", "sleep 60 & sleep 60"], env=env, secrets=(token,))
     assert got.code == 124
-    assert "timed_out" in got.stderr
+    assert "timed out; exiting with 124" in got.stderr
     assert emulator.stats()["processes_running"] == 0
     assert emulator.descendants() == {}
 

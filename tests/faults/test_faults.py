@@ -131,8 +131,11 @@ ROWS = [
     Row("429-retry-after-past-the-cap", ["status"], [st(429, retry_after="120")], 5,
         {f"GET {STATUS}": 1}, r"rate limited.*gave up after 1 attempt"),
     # -- the connection: refused, dropped before the answer, cut in the middle of it
+    # A refused loopback port is a stopped server, not a blip: one quick retry, then the
+    # hint to start the emulator.
     Row("connection-refused", ["status", "--api-url", "{closed}", "--debug"], [], 1, {},
-        r"cannot reach http://127\.0\.0\.1:\d+/api/v1/containers/status", debug_attempts=4),
+        r"cannot reach http://127\.0\.0\.1:\d+/api/v1/containers/status.*"
+        r"bus-containers-emulator serve", debug_attempts=2),
     Row("drop-transient", ["show", "{run}"], [act("drop", path=ONE_RUN)], 0,
         {f"GET {ONE_RUN}": 2}, ""),
     Row("drop-persistent", ["status"], [act("drop", count=FOREVER)], 1, {f"GET {STATUS}": 4},
