@@ -275,7 +275,8 @@ def run(ctx, profile, env, run_timeout, detach, remove, quiet, interactive, work
     With -w, put -- before COMMAND (`run -w -- make test`); get the changes
     with `diff RUN_ID | git apply` and files with `cp RUN_ID:PATH DEST`.
     """
-    from .controllers import RunOptions, run
+    from .controllers import run
+    from .options import RunOptions
 
     if detach and remove:
         raise click.UsageError("--rm cannot be combined with --detach", ctx=ctx)
@@ -309,7 +310,8 @@ def run(ctx, profile, env, run_timeout, detach, remove, quiet, interactive, work
 @click.pass_context
 def logs(ctx, run_id, follow, tail, since, timestamps, offset, **options):
     """Print a run's output (stdout and stderr to ours, byte for byte)."""
-    from .controllers import LogsOptions, logs
+    from .controllers import logs
+    from .options import LogsOptions
 
     execute(ctx, "logs", options, logs,
             LogsOptions(run_id, follow=follow, offset=offset, tail=tail, since=since,
@@ -322,7 +324,8 @@ def logs(ctx, run_id, follow, tail, since, timestamps, offset, **options):
 @click.pass_context
 def wait(ctx, run_id, **options):
     """Wait for a run to finish; exit with its exit code (124 on --timeout)."""
-    from .controllers import WaitOptions, wait
+    from .controllers import wait
+    from .options import WaitOptions
 
     execute(ctx, "wait", options, wait, WaitOptions(run_id))
 
@@ -343,7 +346,8 @@ def wait(ctx, run_id, **options):
 @click.pass_context
 def runs(ctx, limit, all_runs, status_filter, profile, since, quiet, **options):
     """List your runs, newest first."""
-    from .controllers import RunsOptions, runs
+    from .controllers import runs
+    from .options import RunsOptions
 
     if all_runs and limit is not None:
         raise click.UsageError("--all and --limit cannot be combined", ctx=ctx)
@@ -358,7 +362,8 @@ def runs(ctx, limit, all_runs, status_filter, profile, since, quiet, **options):
 @click.pass_context
 def show(ctx, run_id, **options):
     """Show one run in full."""
-    from .controllers import ShowOptions, show
+    from .controllers import show
+    from .options import ShowOptions
 
     execute(ctx, "show", options, show, ShowOptions(run_id))
 
@@ -370,7 +375,8 @@ def show(ctx, run_id, **options):
 @click.pass_context
 def delete(ctx, run_ids, **options):
     """Delete runs and their output (a running one is stopped first)."""
-    from .controllers import DeleteOptions, delete
+    from .controllers import delete
+    from .options import DeleteOptions
 
     execute(ctx, "delete", options, delete, DeleteOptions(list(run_ids)))
 
@@ -382,7 +388,8 @@ def delete(ctx, run_ids, **options):
 @click.pass_context
 def cancel(ctx, run_ids, **options):
     """Stop runs and keep them with their output (a finished run is left as it is)."""
-    from .controllers import CancelOptions, cancel
+    from .controllers import cancel
+    from .options import CancelOptions
 
     execute(ctx, "cancel", options, cancel, CancelOptions(list(run_ids)))
 
@@ -404,11 +411,11 @@ def doctor(ctx, **options):
     """Check the setup step by step (config, token, origin, network, runner, billing);
     the first failure's fix, and its exit code."""
     from . import controllers
+    from .options import DoctorOptions
 
     code = controllers.execute(
         "doctor", common := _common(ctx, options),
-        functools.partial(controllers.doctor,
-                          controllers.DoctorOptions(common, host_obj=ctx.obj)),
+        functools.partial(controllers.doctor, DoctorOptions(common, host_obj=ctx.obj)),
         host_obj=ctx.obj, invocation=invocation_of(ctx), settings_free=True)
     ctx.exit(int(code))
 
@@ -424,7 +431,8 @@ def diff(ctx, run_id, **options):
     Apply them to your tree with: diff RUN_ID | git apply
     (binary files, renames, deletions and modes included).
     """
-    from .controllers import DiffOptions, diff
+    from .controllers import diff
+    from .options import DiffOptions
 
     execute(ctx, "diff", options, diff, DiffOptions(run_id))
 
@@ -444,7 +452,8 @@ def cp(ctx, source, dest, **options):
     outside DEST (absolute paths, '..', links out of what is copied and
     device files are refused), and never over a FIFO or a device.
     """
-    from .controllers import CopyOptions, copy
+    from .controllers import copy
+    from .options import CopyOptions
 
     run_id, sep, path = source.partition(":")
     if not sep or not run_id or not path:

@@ -13,15 +13,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import BillingRequired, ContainersError, ExitCode, Interrupted, RunNotFound
 from .render import Invocation, Output
 from .service import ContainersClient, exit_code_for_run
 from .transfer import read_chunks
+
+if TYPE_CHECKING:
+    from .options import (
+        CancelOptions,
+        CopyOptions,
+        DeleteOptions,
+        DiffOptions,
+        DoctorOptions,
+        LogsOptions,
+        RunOptions,
+        RunsOptions,
+        ShowOptions,
+        WaitOptions,
+    )
 
 Action = Callable[[ContainersClient, Output], "int | None"]
 
@@ -35,6 +49,16 @@ class CommonOptions:
     timeout: float | None = None
     json: bool = False
     debug: bool = False
+
+
+def __getattr__(name: str):
+    """`controllers.RunOptions` and the like still resolve (they live in options.py)."""
+    if name.endswith("Options"):
+        from . import options
+
+        with contextlib.suppress(AttributeError):
+            return getattr(options, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def execute(command: str, common: CommonOptions, action: Action, *, host_obj: object = None,
@@ -121,20 +145,6 @@ def _stop_debug_log(handler) -> None:
 
 
 # -- run ---------------------------------------------------------------------------------
-@dataclass
-class RunOptions:
-    command: list[str]
-    profile: str = "codex"
-    env: dict[str, str] = field(default_factory=dict)
-    run_timeout: int | None = None
-    detach: bool = False
-    remove: bool = False
-    quiet: bool = False  # no progress and no informational lines on stderr
-    interactive: bool = False  # -i: our stdin streams to the command's
-    workspace: str | None = None  # -w PATH: the tree the run starts in, at /workspace
-    stdin_fd: int = 0
-
-
 def run(opts: RunOptions, client: ContainersClient, out: Output) -> int:
     """`run`: create, then follow (live output; with --json only the final run object),
     the exit code of the remote command. Ctrl-C detaches and names the run; `--rm`
@@ -275,6 +285,8 @@ def count_changed_files(patch: bytes) -> int:
 def _first_interrupt_deferred():
     """Inside: the first SIGINT is only counted (the yielded list grows); the second raises
     KeyboardInterrupt as usual. Outside the main thread signals can't be caught: no-op."""
+    import signal  # here: only `run` needs it, and `status` should not pay for it
+
     count: list[int] = []
 
     def remember(signum, frame):
@@ -316,11 +328,6 @@ def _remove(client: ContainersClient, out: Output, run_id: str) -> None:
 
 
 # -- wait, delete ------------------------------------------------------------------------
-@dataclass
-class WaitOptions:
-    run_id: str
-
-
 def wait(opts: WaitOptions, client: ContainersClient, out: Output) -> int:
     """Wait for a run; its exit code. Ctrl-C stops waiting only (the run goes on)."""
     progress = out.progress()
@@ -340,11 +347,6 @@ def wait(opts: WaitOptions, client: ContainersClient, out: Output) -> int:
     return code
 
 
-@dataclass
-class DeleteOptions:
-    run_ids: list[str]
-
-
 def delete(opts: DeleteOptions, client: ContainersClient, out: Output) -> int:
     """Delete each run, one line each on stderr; exit 3 when any was not found."""
     result = client.delete_runs(opts.run_ids, on_result=lambda run_id, found: out.message(
@@ -354,16 +356,6 @@ def delete(opts: DeleteOptions, client: ContainersClient, out: Output) -> int:
 
 
 # -- single calls ------------------------------------------------------------------------
-@dataclass
-class LogsOptions:
-    run_id: str
-    follow: bool = False
-    offset: int = 0
-    tail: int | None = None
-    since: str | None = None  # as typed: a duration (10m) or a time
-    timestamps: bool = False
-
-
 def logs(opts: LogsOptions, client: ContainersClient, out: Output) -> None:
     """A run's output; Ctrl-C names the run and how to follow it again."""
     since = _since(opts.since)
@@ -375,16 +367,6 @@ def logs(opts: LogsOptions, client: ContainersClient, out: Output) -> None:
     except KeyboardInterrupt:
         raise Interrupted(f"stopped printing the output of run {opts.run_id}",
                           run_id=opts.run_id, following=True) from None
-
-
-@dataclass
-class RunsOptions:
-    limit: int | None = 20  # None with `all`
-    status: str | None = None
-    profile: str | None = None
-    since: str | None = None  # as typed: a duration (10m) or a time
-    all: bool = False
-    quiet: bool = False
 
 
 def runs(opts: RunsOptions, client: ContainersClient, out: Output) -> None:
@@ -414,11 +396,6 @@ def _since(text: str | None) -> str | None:
         raise UsageError(f"--since: {error}") from None
 
 
-@dataclass
-class ShowOptions:
-    run_id: str
-
-
 def show(opts: ShowOptions, client: ContainersClient, out: Output) -> None:
     out.run_detail(client.get_run_with_output(opts.run_id))
 
@@ -428,11 +405,6 @@ def status(opts: None, client: ContainersClient, out: Output) -> None:
 
 
 # -- cancel, usage, doctor ---------------------------------------------------------------
-@dataclass
-class CancelOptions:
-    run_ids: list[str]
-
-
 def cancel(opts: CancelOptions, client: ContainersClient, out: Output) -> int:
     """Stop each run and keep it (with its logs), one line each on stderr; a finished run
     is left as it is. Exit 3 when any was not found."""
@@ -455,14 +427,6 @@ def usage(opts: None, client: ContainersClient, out: Output) -> int:
                               guidance=guidance or "Set up billing for this account.",
                               url=url)
     return ExitCode.OK
-
-
-@dataclass
-class DoctorOptions:
-    common: CommonOptions
-    host_obj: object = None
-    env: Mapping[str, str] | None = None
-    make_client: Callable[..., ContainersClient] | None = None
 
 
 def doctor(opts: DoctorOptions, client: None, out: Output) -> int:
@@ -489,22 +453,10 @@ def doctor(opts: DoctorOptions, client: None, out: Output) -> int:
 
 
 # -- results out -------------------------------------------------------------------------
-@dataclass
-class DiffOptions:
-    run_id: str
-
-
 def diff(opts: DiffOptions, client: ContainersClient, out: Output) -> None:
     """`diff`: the run's changes to /workspace as a git patch on stdout."""
     patch = client.workspace_diff(opts.run_id)
     out.patch(opts.run_id, patch, count_changed_files(patch))
-
-
-@dataclass
-class CopyOptions:
-    run_id: str
-    path: str
-    dest: str  # "-": a tar stream on stdout
 
 
 def copy(opts: CopyOptions, client: ContainersClient, out: Output) -> None:

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .times import ago, duration, parse_api_time
-
 # Text from the server (a run's command, a message: anything but `logs`' byte-exact
 # output) must not drive the terminal: C0/C1 controls, and the Unicode line separators and
 # bidi overrides that can reorder what a reader sees, become "?". In one-line fields (table
@@ -318,6 +316,8 @@ class Output:
         """The runs as a table; `quiet`: ids only, one a line (for xargs). On a terminal,
         times are relative and `more` (runs exist past the page) gets a footer; in a pipe,
         ISO times and no footer, so scripts see the same text whatever the terminal."""
+        from .times import duration  # here: `status` needs no time formatting
+
         if self.json:
             return self.document(runs)
         if quiet:
@@ -347,6 +347,8 @@ class Output:
             self.message(f"{len(runs)} shown; more with --limit or --all")
 
     def run_detail(self, run: dict) -> None:
+        from .times import duration
+
         if self.json:
             return self.document(run)
         known = ("id", "status", "profile", "command", "exit_code", "created_at",
@@ -580,6 +582,8 @@ def _amount(name: str, value: object) -> str:
 
 
 def _period_text(period: dict, now: float | None, terminal: bool) -> str:
+    from .times import duration, parse_api_time
+
     start, end = period.get("start"), period.get("end")
     text = f"{_clean(start)} to {_clean(end)}"
     end_time = parse_api_time(end)
@@ -605,6 +609,8 @@ def _run_seconds(run: dict) -> object:
 def _relative_time(now: float | None):
     """The CREATED column on a terminal: "3 min ago" (unparsable times as they came)."""
     from datetime import datetime, timezone
+
+    from .times import ago, parse_api_time
 
     current = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
 

@@ -8,7 +8,8 @@ import io
 import os
 import threading
 
-from bus_containers.controllers import RunOptions, run
+from bus_containers.controllers import run
+from bus_containers.options import RunOptions
 from bus_containers.render import Invocation, Output
 
 
