@@ -123,6 +123,9 @@ def test_the_state_dir_and_the_secret_are_invisible(emu, bob):
     assert emu.secret() not in out
     assert "No such file or directory" in run["stderr"]
     assert "jwt-secret" not in run["stdout"] and str(state.name) not in run["stdout"]
+    init = bob.run(["cat", "/proc/1/cmdline"], profile="iso")["stdout"].split("\0")[:-1]
+    assert init[-3:] == ["bus-run-init", "cat", "/proc/1/cmdline"]  # and no host path
+    assert not any(str(state) in arg or "sandbox-root" in arg for arg in init), init
 
 
 def test_tmp_and_dev_shm_are_private_size_limited_and_gone_after_the_run(emu, bob):
@@ -171,11 +174,14 @@ def test_a_run_cannot_mount_escalate_or_write_outside_its_own_dirs(emu, bob):
         for d in / /etc /usr /dev /var; do touch $d/x 2>/dev/null; echo $d=$?; done
         hostname h 2>/dev/null; echo hostname=$?
         nsenter -t 1 -m true 2>/dev/null; echo nsenter=$?
+        unshare -Urm sh -c 'mount -t tmpfs x /tmp' 2>/dev/null; echo unshare=$?
+        unshare -U true 2>/dev/null; echo userns=$?
         grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status
     """], profile="iso")
     out = dict(line.replace(":", "=", 1).replace("\t", "").split("=", 1)
                for line in run["stdout"].splitlines())
-    refused = ["mount", "umount", "/", "/etc", "/usr", "/dev", "/var", "hostname", "nsenter"]
+    refused = ["mount", "umount", "/", "/etc", "/usr", "/dev", "/var", "hostname", "nsenter",
+               "unshare", "userns"]
     assert all(out[name] != "0" for name in refused), out
     assert out["CapEff"] == out["CapBnd"] == "0000000000000000" and out["NoNewPrivs"] == "1"
 

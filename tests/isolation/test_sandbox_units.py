@@ -69,6 +69,23 @@ def test_a_missing_command_is_127_with_a_message(sandbox):
     assert "cannot execute 'no-such-binary-xyz'" in done.stderr
 
 
+@pytest.mark.parametrize("command", ["/etc/passwd", "/tmp"])
+def test_a_command_that_is_not_executable_is_126_in_the_same_words(sandbox, command):
+    done = launch(sandbox, [command])
+    assert done.returncode == 126
+    assert done.stderr == (f"bus-containers-emulator: cannot execute '{command}': "
+                           "Permission denied\n")
+
+
+def test_no_user_namespace_can_be_made_inside_a_run(sandbox):
+    done = launch(sandbox, ["sh", "-c", "cat /proc/sys/user/max_user_namespaces; id -u; "
+                                        "unshare -Urm true 2>&1; echo $?"])
+    limit, uid, *rest = done.stdout.splitlines()
+    assert limit == "0" and rest[-1] != "0", done.stdout
+    # As root the run keeps its own uid (its user namespace maps it to itself).
+    assert int(uid) >= sandbox_mod.RUN_UID_FIRST if sandbox.mode == "uid" else uid == "0"
+
+
 def test_run_uids_are_unused_and_released(sandbox):
     if sandbox.mode != "uid":  # pragma: no cover - root here
         pytest.skip("per-run uids need root")

@@ -60,19 +60,24 @@ FALLBACK_USER, NOBODY_ID = "nobody", 65534
 # Runs as PID 1 of the run's PID namespace (root, or root of a user namespace), in a
 # private mount namespace. Every mount but two is one line of the table `mount -a` reads,
 # so the setup costs a handful of processes (each exec is ~1-2 ms of the run's start).
-# Arguments: mountpoint, host symlinks to copy (bin -> usr/bin, ...), directories to
-# create, loopback tool or "" (shared network), run uid or "" (user namespace), the run's
-# process limit, cwd, then the command. The script and the mount table come in the
-# environment (unset before the command starts), so `ps` on the host stays readable.
+# The arguments are the command. The script, the mount table and the rest come in the
+# environment (unset before the command starts): mountpoint, host symlinks to copy
+# (bin -> usr/bin, ...), directories to create, loopback tool or "" (shared network), run
+# uid or "" (user namespace), the run's process limit, cwd. So `ps` on the host stays
+# readable, and the run's /proc/1/cmdline shows no host path.
 INIT_SCRIPT = r"""
 set -eu
 run_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-setpriv=$(command -v setpriv) prlimit=$(command -v prlimit)
-table=$BUS_CONTAINERS_SANDBOX_TABLE
-unset BUS_CONTAINERS_SANDBOX_INIT BUS_CONTAINERS_SANDBOX_TABLE
-root=$1 links=$2 dirs=$3 lo_tool=$4 run_uid=$5 nproc=$6 cwd=$7
-shift 7
+setpriv=$(command -v setpriv) prlimit=$(command -v prlimit) unshare=$(command -v unshare)
+shell=$(command -v sh)
+table=$BUS_CONTAINERS_SANDBOX_TABLE root=$BUS_CONTAINERS_SANDBOX_ROOT
+links=$BUS_CONTAINERS_SANDBOX_LINKS dirs=$BUS_CONTAINERS_SANDBOX_DIRS
+lo_tool=$BUS_CONTAINERS_SANDBOX_LO run_uid=$BUS_CONTAINERS_SANDBOX_UID
+nproc=$BUS_CONTAINERS_SANDBOX_NPROC cwd=$BUS_CONTAINERS_SANDBOX_CWD
+unset BUS_CONTAINERS_SANDBOX_INIT BUS_CONTAINERS_SANDBOX_TABLE BUS_CONTAINERS_SANDBOX_ROOT \
+  BUS_CONTAINERS_SANDBOX_LINKS BUS_CONTAINERS_SANDBOX_DIRS BUS_CONTAINERS_SANDBOX_LO \
+  BUS_CONTAINERS_SANDBOX_UID BUS_CONTAINERS_SANDBOX_NPROC BUS_CONTAINERS_SANDBOX_CWD
 case $lo_tool in
   "") ;;
   */ip) "$lo_tool" link set lo up ;;
@@ -102,18 +107,31 @@ cd "$cwd"
 unset OLDPWD
 set +e
 PATH=$run_path
-if ! command -v -- "$1" >/dev/null 2>&1; then
+if ! found=$(command -v -- "$1" 2>/dev/null); then
   printf "bus-containers-emulator: cannot execute '%s': No such file or directory\n" "$1" >&2
   exit 127
 fi
+case $found in
+  /*) if [ -d "$found" ] || [ ! -x "$found" ]; then
+        printf "bus-containers-emulator: cannot execute '%s': Permission denied\n" "$1" >&2
+        exit 126
+      fi ;;
+esac
+# No user namespaces inside the run (they would give it mounts of its own): the limit of
+# the run's user namespace is set to 0 while this side still has the capability to, then
+# every capability is dropped. As root the run gets a user namespace of its own for that
+# (its uid mapped to itself, nothing else changes); else it already is in one.
+no_userns='echo 0 >/proc/sys/user/max_user_namespaces && exec "$@"'
 # The command runs as a child, so this shell (PID 1) reaps orphans, and its exit (with the
 # command's status) makes the kernel kill whatever the run left behind. RLIMIT_NPROC is
 # per run: the run's uid is its own (root), or counted in the run's own user namespace.
 if [ -n "$run_uid" ]; then
   "$prlimit" --nproc="$nproc" -- "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
-    --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+    --clear-groups -- "$unshare" --user --map-current-user --keep-caps -- \
+    "$shell" -c "$no_userns" sh \
+    "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
 else
-  "$prlimit" --nproc="$nproc" -- \
+  "$prlimit" --nproc="$nproc" -- "$shell" -c "$no_userns" sh \
     "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
 fi
 exit $?
@@ -264,12 +282,15 @@ class Sandbox:
                      'echo $$ > "$1/cgroup.procs"; shift; n=$((n - 1)); done; exec "$@"',
                      "sh", str(len(paths)), *map(str, paths)]
         root, links, dirs, table = self._setup(profile, spec, bool(uid))
-        env.update(BUS_CONTAINERS_SANDBOX_INIT=INIT_SCRIPT, BUS_CONTAINERS_SANDBOX_TABLE=table)
+        env.update(BUS_CONTAINERS_SANDBOX_INIT=INIT_SCRIPT, BUS_CONTAINERS_SANDBOX_TABLE=table,
+                   BUS_CONTAINERS_SANDBOX_ROOT=root, BUS_CONTAINERS_SANDBOX_LINKS=links,
+                   BUS_CONTAINERS_SANDBOX_DIRS=dirs,
+                   BUS_CONTAINERS_SANDBOX_LO="" if profile.network else self._lo_tool,
+                   BUS_CONTAINERS_SANDBOX_UID=uid,
+                   BUS_CONTAINERS_SANDBOX_NPROC=str(profile.max_processes),
+                   BUS_CONTAINERS_SANDBOX_CWD="/workspace" if spec.workspace_dir else "/tmp")
         argv += [tool["unshare"], *ns, "--", tool["sh"], "-c",
-                 'eval "$BUS_CONTAINERS_SANDBOX_INIT"', "bus-run-init", root, links, dirs,
-                 "" if profile.network
-                 else self._lo_tool, uid, str(profile.max_processes),
-                 "/workspace" if spec.workspace_dir else "/tmp", *spec.command]
+                 'eval "$BUS_CONTAINERS_SANDBOX_INIT"', "bus-run-init", *spec.command]
         launch.argv = argv
 
     def _setup(self, profile: Profile, spec: LaunchSpec, own_passwd: bool) -> list[str]:
