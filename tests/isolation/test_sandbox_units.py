@@ -32,7 +32,7 @@ def launch(box: Sandbox, command: list[str], **kw) -> subprocess.CompletedProces
         return subprocess.run(prepared.argv, env=prepared.env, cwd=prepared.cwd,
                               stdin=spec.stdin_fd if spec.stdin_fd is not None
                               else subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=30, preexec_fn=sandbox_mod.apply_limits(prepared.rlimits))
+                              timeout=30, preexec_fn=prepared.child_setup())
     finally:
         prepared.release()
 
@@ -159,7 +159,8 @@ def test_an_accounts_runs_together_stay_under_its_process_total(tmp_path):
             ("sh", "-c", "for i in $(seq 16); do sleep 30 & done; echo up; wait"),
             account="alice"))
         first = subprocess.Popen(holder.argv, env=holder.env, cwd=holder.cwd,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 preexec_fn=holder.child_setup())
         try:
             assert first.stdout.readline() == b"up\n"
             flood = "n=0; for i in $(seq 16); do sleep 30 & n=$((n+1)); done 2>/dev/null; " \

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from .config import Profile
 from .model import Run
-from .sandbox import Launch, LaunchSpec, Sandbox, apply_limits
+from .sandbox import Launch, LaunchSpec, Sandbox
 
 READ_SIZE = 65536
 # After the main process exits and its group is killed, how long to wait for the pipes to
@@ -131,7 +131,7 @@ class Runner:
                 proc = subprocess.Popen(
                     launch.argv, cwd=launch.cwd, env=launch.env, stdin=stdin,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
-                    start_new_session=True, preexec_fn=apply_limits(launch.rlimits),
+                    start_new_session=True, preexec_fn=launch.child_setup(),
                     **launch.drop)
             except OSError as e:
                 code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126

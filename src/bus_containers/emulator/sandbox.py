@@ -58,26 +58,34 @@ RUN_UID_COUNT = 1 << 24
 FALLBACK_USER, NOBODY_ID = "nobody", 65534
 
 # Runs as PID 1 of the run's PID namespace (root, or root of a user namespace), in a
-# private mount namespace. Every mount but two is one line of the table `mount -a` reads,
-# so the setup costs a handful of processes (each exec is ~1-2 ms of the run's start).
-# The arguments are the command. The script, the mount table and the rest come in the
-# environment (unset before the command starts): mountpoint, host symlinks to copy
-# (bin -> usr/bin, ...), directories to create, loopback tool or "" (shared network), run
-# uid or "" (user namespace), the run's process limit, cwd. So `ps` on the host stays
-# readable, and the run's /proc/1/cmdline shows no host path.
+# private mount namespace. Each program it runs costs ~1.5 ms of the run's start, so it
+# runs few: one `cp` fills a fresh tmpfs from a skeleton the emulator built once at startup
+# (directories, symlinks, device mountpoints), and one `mount --all` reads a table of
+# every other mount, the first of which binds that tmpfs read-only as the run's root (a
+# bind of the tmpfs, not of the skeleton: the run's mountinfo names no host path). The
+# command's rlimits (RLIMIT_NPROC too, as root) come from the emulator's spawn.
+# The arguments are the command. The script, the mount table's path and the rest come in
+# the environment (unset before the command starts): staging dir, mountpoint, skeleton,
+# the tools' host paths (found before the run's PATH is in force), loopback tool or ""
+# (shared network), run uid or "" (user namespace), the run's passwd, the run's process
+# limit, cwd. So `ps` on the host stays readable, and the run's /proc/1/cmdline shows no
+# host path.
 INIT_SCRIPT = r"""
 set -eu
 run_path=$PATH
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-setpriv=$(command -v setpriv) prlimit=$(command -v prlimit) unshare=$(command -v unshare)
-shell=$(command -v sh)
 table=$BUS_CONTAINERS_SANDBOX_TABLE root=$BUS_CONTAINERS_SANDBOX_ROOT
-links=$BUS_CONTAINERS_SANDBOX_LINKS dirs=$BUS_CONTAINERS_SANDBOX_DIRS
+stage=$BUS_CONTAINERS_SANDBOX_STAGE skeleton=$BUS_CONTAINERS_SANDBOX_SKELETON
+setpriv=$BUS_CONTAINERS_SANDBOX_SETPRIV prlimit=$BUS_CONTAINERS_SANDBOX_PRLIMIT
+unshare=$BUS_CONTAINERS_SANDBOX_UNSHARE shell=$BUS_CONTAINERS_SANDBOX_SH
 lo_tool=$BUS_CONTAINERS_SANDBOX_LO run_uid=$BUS_CONTAINERS_SANDBOX_UID
+passwd=${BUS_CONTAINERS_SANDBOX_PASSWD-}
 nproc=$BUS_CONTAINERS_SANDBOX_NPROC cwd=$BUS_CONTAINERS_SANDBOX_CWD
 unset BUS_CONTAINERS_SANDBOX_INIT BUS_CONTAINERS_SANDBOX_TABLE BUS_CONTAINERS_SANDBOX_ROOT \
-  BUS_CONTAINERS_SANDBOX_LINKS BUS_CONTAINERS_SANDBOX_DIRS BUS_CONTAINERS_SANDBOX_LO \
-  BUS_CONTAINERS_SANDBOX_UID BUS_CONTAINERS_SANDBOX_NPROC BUS_CONTAINERS_SANDBOX_CWD
+  BUS_CONTAINERS_SANDBOX_STAGE BUS_CONTAINERS_SANDBOX_SKELETON BUS_CONTAINERS_SANDBOX_SETPRIV \
+  BUS_CONTAINERS_SANDBOX_PRLIMIT BUS_CONTAINERS_SANDBOX_UNSHARE BUS_CONTAINERS_SANDBOX_SH \
+  BUS_CONTAINERS_SANDBOX_LO BUS_CONTAINERS_SANDBOX_UID BUS_CONTAINERS_SANDBOX_PASSWD \
+  BUS_CONTAINERS_SANDBOX_NPROC BUS_CONTAINERS_SANDBOX_CWD
 case $lo_tool in
   "") ;;
   */ip) "$lo_tool" link set lo up ;;
@@ -86,23 +94,14 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0))[:18])[1]
 fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))' ;;
 esac
-mount -t tmpfs -o size=4m,mode=0755,nosuid,nodev bus-run "$root"
+mount -t tmpfs -o size=4m,mode=0755,nosuid,nodev bus-run "$stage"
+cp -a "$skeleton/." "$stage"
+# whoami, getpwuid and friends find the run's user (the table binds this on etc/passwd)
+[ -z "$run_uid" ] || printf '%s' "$passwd" >"$stage/.passwd"
+mount --all --fstab "$table"
 cd "$root"
-mkdir $dirs
-[ -z "$links" ] || cp -P $links .
-for n in null zero full random urandom tty; do : >"dev/$n"; done
-ln -s /proc/self/fd dev/fd; ln -s /proc/self/fd/0 dev/stdin; ln -s /proc/self/fd/1 dev/stdout
-ln -s /proc/self/fd/2 dev/stderr; ln -s pts/ptmx dev/ptmx; ln -s /tmp var/tmp
-if [ -n "$run_uid" ]; then
-  # whoami, getpwuid and friends find the run's user (the table binds this on etc/passwd)
-  { cat /etc/passwd; echo "run:x:$run_uid:$run_uid:bus-containers run:/tmp:/bin/sh"; } >.passwd
-fi
-printf '%s\n' "$table" >.fstab
-mount --all --fstab .fstab
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts dev/pts || :
 pivot_root . .
 umount -l .
-mount -o remount,bind,ro /
 cd "$cwd"
 unset OLDPWD
 set +e
@@ -124,9 +123,10 @@ esac
 no_userns='echo 0 >/proc/sys/user/max_user_namespaces && exec "$@"'
 # The command runs as a child, so this shell (PID 1) reaps orphans, and its exit (with the
 # command's status) makes the kernel kill whatever the run left behind. RLIMIT_NPROC is
-# per run: the run's uid is its own (root), or counted in the run's own user namespace.
+# per run: the run's uid is its own (set at spawn: root, and so this shell, ignores it), or
+# counted in the run's own user namespace (set here: the emulator's user may have more).
 if [ -n "$run_uid" ]; then
-  "$prlimit" --nproc="$nproc" -- "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
+  "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
     --clear-groups -- "$unshare" --user --map-current-user --keep-caps -- \
     "$shell" -c "$no_userns" sh \
     "$setpriv" --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
@@ -160,9 +160,14 @@ class Launch:
     env: dict[str, str]
     cwd: str
     rlimits: list[tuple[int, int]]
+    cgroup_procs: list[str] = field(default_factory=list)  # joined by the child at spawn
     drop: dict = field(default_factory=dict)  # Popen user/group/extra_groups (mode none)
     host_dir: str | None = None  # a temp dir on the host, removed on release
     _undo: list = field(default_factory=list)
+
+    def child_setup(self):
+        """Popen's preexec_fn: the rlimits, then the run's cgroups (before any namespace)."""
+        return apply_limits(self.rlimits, self.cgroup_procs)
 
     def release(self) -> None:
         """Remove what the run had on the host. Call after its process was reaped."""
@@ -189,6 +194,11 @@ class Sandbox:
         self.cgroups: Cgroups | None = None
         self.cgroup_reason = ""
         self._mountpoint = str(Path(state_dir).absolute() / "sandbox-root")
+        # Built once at startup: the runs' root skeletons (copied, never mounted, into a
+        # run), the empty dir where a run's init fills its root, and the mount tables.
+        self._skeleton_dir = Path(state_dir).absolute() / "sandbox-skeleton"
+        self._stage = str(self._skeleton_dir / "stage")
+        self._devpts = True  # a private /dev/pts, unless the probe finds it refused
         self._lo_tool = shutil.which("ip", path=TOOL_PATH) or sys.executable
         self._tools: dict[str, str | None] = {}
         self._probe()
@@ -220,22 +230,37 @@ class Sandbox:
             return
         # A symlink here would have the run's root mounted wherever it points.
         private_subdir(Path(self._mountpoint))  # StateError: the emulator does not start
+        private_subdir(self._skeleton_dir)
+        for workspace in (False, True):
+            _build_skeleton(self._skeleton(workspace), workspace)
+        os.makedirs(self._stage, mode=0o700, exist_ok=True)
         self.mode = "uid" if os.geteuid() == 0 else "userns"
-        trial = self.prepare("probe", Profile("probe"), LaunchSpec(("true",)), cgroup=False)
-        try:
-            done = subprocess.run(trial.argv, env=trial.env, cwd=trial.cwd,
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
-            failure = done.returncode != 0 and (done.stderr.decode(errors="replace").strip()
-                                                or f"exit status {done.returncode}")
-        except (OSError, subprocess.SubprocessError) as e:
-            failure = str(e)
-        finally:
-            trial.release()
+        failure = self._trial()
+        if failure:
+            # Some kernels or containers refuse a new devpts instance: runs then have no
+            # ptys, as before (and the rest of the table must still hold).
+            self._devpts = False
+            failure = self._trial()
         if failure:
             self.mode = "none"
             self.reason = "the kernel refused namespaces: " + failure.splitlines()[-1][:200]
             return
         self.cgroups, self.cgroup_reason = Cgroups.probe(self._tag, self._totals)
+
+    def _trial(self) -> str:
+        """Start `true` the way runs start: "" when that worked, else why not."""
+        trial = self.prepare("probe", Profile("probe"), LaunchSpec(("true",)), cgroup=False)
+        try:
+            done = subprocess.run(trial.argv, env=trial.env, cwd=trial.cwd,
+                                  preexec_fn=trial.child_setup(),
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+            return "" if done.returncode == 0 else (
+                done.stderr.decode(errors="replace").strip()
+                or f"exit status {done.returncode}")
+        except (OSError, subprocess.SubprocessError) as e:
+            return str(e) or type(e).__name__
+        finally:
+            trial.release()
 
     # -- one run ----------------------------------------------------------------------
     def prepare(self, run_id: str, profile: Profile, spec: LaunchSpec, *, cgroup: bool = True
@@ -265,7 +290,9 @@ class Sandbox:
                 _chown_tree(spec.workspace_dir, run_uid, run_uid)
                 launch._undo.append(lambda: _chown_tree(spec.workspace_dir, os.getuid(),
                                                         os.getgid()))
-        launch.rlimits = rlimits(profile, None)  # RLIMIT_NPROC: set inside, by prlimit
+        # RLIMIT_NPROC: as root, at spawn (counted for the run's own uid; root, and so the
+        # launcher and init, ignore it); in a user namespace, inside, by prlimit.
+        launch.rlimits = rlimits(profile, 0 if uid else None)
         ns = ["--pid", "--fork", "--kill-child=KILL", "--mount", "--ipc", "--uts"]
         if not profile.network:
             ns.append("--net")
@@ -277,14 +304,21 @@ class Sandbox:
             paths = self.cgroups.create(run_id, profile.memory_bytes, profile.max_processes,
                                         spec.account)
             launch._undo.append(lambda: cgroups.remove(paths))
-            # The launcher moves itself into the run's cgroups, then becomes unshare.
-            argv += [tool["sh"], "-c", 'n=$1; shift; while [ "$n" -gt 0 ]; do '
-                     'echo $$ > "$1/cgroup.procs"; shift; n=$((n - 1)); done; exec "$@"',
-                     "sh", str(len(paths)), *map(str, paths)]
-        root, links, dirs, table = self._setup(profile, spec, bool(uid))
+            # The spawned child moves itself into the run's cgroups (preexec), so all of
+            # the run, launcher included, is in them from its first instruction.
+            launch.cgroup_procs = [str(path / "cgroup.procs") for path in paths]
+        if uid:
+            env["BUS_CONTAINERS_SANDBOX_PASSWD"] = _passwd_with(uid)
+        table = self._write_table(run_id, self._table(profile, spec, bool(uid)))
+        launch._undo.append(lambda: os.unlink(table))
         env.update(BUS_CONTAINERS_SANDBOX_INIT=INIT_SCRIPT, BUS_CONTAINERS_SANDBOX_TABLE=table,
-                   BUS_CONTAINERS_SANDBOX_ROOT=root, BUS_CONTAINERS_SANDBOX_LINKS=links,
-                   BUS_CONTAINERS_SANDBOX_DIRS=dirs,
+                   BUS_CONTAINERS_SANDBOX_ROOT=self._mountpoint,
+                   BUS_CONTAINERS_SANDBOX_STAGE=self._stage,
+                   BUS_CONTAINERS_SANDBOX_SKELETON=str(self._skeleton(bool(spec.workspace_dir))),
+                   BUS_CONTAINERS_SANDBOX_SETPRIV=tool["setpriv"],
+                   BUS_CONTAINERS_SANDBOX_PRLIMIT=tool["prlimit"],
+                   BUS_CONTAINERS_SANDBOX_UNSHARE=tool["unshare"],
+                   BUS_CONTAINERS_SANDBOX_SH=tool["sh"],
                    BUS_CONTAINERS_SANDBOX_LO="" if profile.network else self._lo_tool,
                    BUS_CONTAINERS_SANDBOX_UID=uid,
                    BUS_CONTAINERS_SANDBOX_NPROC=str(profile.max_processes),
@@ -293,34 +327,46 @@ class Sandbox:
                  'eval "$BUS_CONTAINERS_SANDBOX_INIT"', "bus-run-init", *spec.command]
         launch.argv = argv
 
-    def _setup(self, profile: Profile, spec: LaunchSpec, own_passwd: bool) -> list[str]:
-        """The init script's links, dirs and mount table for one run's root."""
+    def _skeleton(self, workspace: bool) -> Path:
+        return self._skeleton_dir / ("root-workspace" if workspace else "root")
+
+    def _write_table(self, run_id: str, text: str) -> str:
+        """The run's mount table, in a dir only the emulator's user reads."""
+        path = self._skeleton_dir / f"fstab-{run_id}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        return str(path)
+
+    def _table(self, profile: Profile, spec: LaunchSpec, own_passwd: bool) -> str:
+        """The mount table of one run's root, in order: the filled tmpfs (read-only),
+        then what goes into it."""
         root = self._mountpoint
-        links, dirs, table = [], ["proc", "tmp", "var", "dev", "dev/shm", "dev/pts"], []
+        table = []
 
         def mount(source: str, target: str, kind: str, options: str) -> None:
-            table.append(f"{_fstab_escape(source)} {_fstab_escape(root + '/' + target)} "
+            table.append(f"{_fstab_escape(source)} {_fstab_escape(root + target)} "
                          f"{kind} {options} 0 0")
 
+        mount(self._stage, "", "none", "bind,ro,nosuid,nodev")
         for name in HOST_DIRS:
             host = "/" + name
-            if os.path.islink(host):
-                links.append(host)
-            elif os.path.isdir(host):
-                dirs.append(name)
-                mount(host, name, "none", "rbind,ro")  # read-only (the top mount)
+            if not os.path.islink(host) and os.path.isdir(host):
+                mount(host, host, "none", "rbind,ro")  # read-only (the top mount)
         if own_passwd:
-            mount(root + "/.passwd", "etc/passwd", "none", "bind,ro")
-        mount("proc", "proc", "proc", "nosuid,nodev,noexec")
+            mount(self._stage + "/.passwd", "/etc/passwd", "none", "bind,ro")
+        mount("proc", "/proc", "proc", "nosuid,nodev,noexec")
         for name in DEVICES:
             if os.path.exists("/dev/" + name):  # e.g. no /dev/tty in some containers
-                mount("/dev/" + name, "dev/" + name, "none", "bind")
-        mount("bus-shm", "dev/shm", "tmpfs", f"size={profile.shm_bytes},mode=1777,nosuid,nodev")
-        mount("bus-tmp", "tmp", "tmpfs", f"size={profile.tmp_bytes},mode=1777,nosuid,nodev")
+                mount("/dev/" + name, "/dev/" + name, "none", "bind")
+        if self._devpts:
+            mount("devpts", "/dev/pts", "devpts",
+                  "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec")
+        mount("bus-shm", "/dev/shm", "tmpfs", f"size={profile.shm_bytes},mode=1777,nosuid,nodev")
+        mount("bus-tmp", "/tmp", "tmpfs", f"size={profile.tmp_bytes},mode=1777,nosuid,nodev")
         if spec.workspace_dir:
-            dirs.append("workspace")
-            mount(spec.workspace_dir, "workspace", "none", "bind")
-        return [root, " ".join(links), " ".join(dirs), "\n".join(table)]
+            mount(spec.workspace_dir, "/workspace", "none", "bind")
+        return "\n".join(table)
 
     def _plain(self, profile: Profile, spec: LaunchSpec, env: dict[str, str]) -> Launch:
         """No namespaces: the command in a fresh temp dir, as `nobody` when we are root."""
@@ -392,17 +438,60 @@ def rlimits(profile: Profile, nproc_base: int | None) -> list[tuple[int, int]]:
     return out
 
 
-def apply_limits(limits: list[tuple[int, int]]):
-    # Runs in the child between fork and exec: only setrlimit calls, nothing that could
-    # take a lock another thread held at fork time.
+def apply_limits(limits: list[tuple[int, int]], cgroup_procs: list[str] = ()):
+    # Runs in the child between fork and exec: only setrlimit and open/write calls, nothing
+    # that could take a lock another thread held at fork time. An error fails the spawn.
     def apply() -> None:
         for which, value in limits:
             resource.setrlimit(which, (value, value))
+        for procs in cgroup_procs:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # 0: the writing process itself
+            finally:
+                os.close(fd)
 
     return apply
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+def _passwd_with(uid: str) -> str:
+    """The host's /etc/passwd plus the run's own user."""
+    try:
+        host = Path("/etc/passwd").read_text(errors="replace")
+    except OSError:
+        host = ""
+    if host and not host.endswith("\n"):
+        host += "\n"
+    return f"{host}run:x:{uid}:{uid}:bus-containers run:/tmp:/bin/sh\n"
+
+
+def _build_skeleton(top: Path, workspace: bool) -> None:
+    """A run's root before its mounts: the mountpoints (directories, and empty files for
+    the devices), the host's top-level symlinks (bin -> usr/bin, ...) and /dev's. Built
+    afresh at each start (the host may have changed); each run gets a copy of it."""
+    shutil.rmtree(top, ignore_errors=True)
+    top.mkdir(mode=0o755)
+    os.chmod(top, 0o755)  # whatever the umask: the run's uid must get through its /
+    dirs = ["proc", "tmp", "var", "dev", "dev/shm", "dev/pts"]
+    dirs += ["workspace"] if workspace else []
+    for name in HOST_DIRS:
+        host = "/" + name
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), top / name)
+        elif os.path.isdir(host):
+            dirs.append(name)
+    for name in dirs:
+        (top / name).mkdir(mode=0o755)
+        os.chmod(top / name, 0o755)
+    for name in DEVICES:
+        (top / "dev" / name).touch(mode=0o644)
+    for name, target in (("dev/fd", "/proc/self/fd"), ("dev/stdin", "/proc/self/fd/0"),
+                         ("dev/stdout", "/proc/self/fd/1"), ("dev/stderr", "/proc/self/fd/2"),
+                         ("dev/ptmx", "pts/ptmx"), ("var/tmp", "/tmp")):
+        os.symlink(target, top / name)
+
 
 def _wanted() -> str:
     return os.environ.get(ISOLATION_ENV, "auto").strip().lower()
