@@ -196,7 +196,7 @@ def test_a_parent_others_may_write_without_the_sticky_bit_is_refused(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.parametrize("name", ["workspaces", "sandbox-root"])
+@pytest.mark.parametrize("name", ["workspaces", "sandbox-root", "sandbox-skeleton"])
 def test_a_symlinked_subdirectory_is_refused(tmp_path, name):
     state = good_state(tmp_path)
     elsewhere = tmp_path / "elsewhere"

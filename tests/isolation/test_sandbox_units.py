@@ -198,3 +198,19 @@ def test_loopback_comes_up_without_iproute2(sandbox, monkeypatch):
                                              "socket.create_connection(s.getsockname()); "
                                              "print('lo up')"])
     assert done.stdout == "lo up\n", done.stderr
+
+
+def test_the_root_skeleton_is_copied_read_only_and_names_no_host_path(sandbox):
+    # The skeleton (built once, at startup) is shared by all runs: a run must neither change
+    # it nor learn where it is; the per-run mount table goes with the run.
+    skeleton = sandbox._skeleton_dir
+    before = sorted((str(p), p.lstat().st_mode, p.lstat().st_mtime_ns)
+                    for p in skeleton.rglob("*"))
+    done = launch(sandbox, ["sh", "-c", "rm -f /dev/fd /var/tmp; touch /x /dev/x /proc/../y; "
+                                        "ln -s / /bin2; cat /proc/self/mountinfo"])
+    assert str(skeleton.parent) not in done.stdout + done.stderr
+    assert " / / ro," in done.stdout  # the root itself, read-only
+    assert sorted((str(p), p.lstat().st_mode, p.lstat().st_mtime_ns)
+                  for p in skeleton.rglob("*")) == before
+    assert launch(sandbox, ["sh", "-c", "ls -l /dev/fd /var/tmp >/dev/null && ls -a / "
+                                        "| grep -cx x"]).stdout == "0\n"

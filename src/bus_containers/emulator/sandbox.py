@@ -44,7 +44,7 @@ from pathlib import Path
 from . import cgroups
 from .cgroups import Cgroups
 from .config import ConfigError, Limits, Profile
-from .statedir import private_subdir
+from .statedir import StateError, private_subdir
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # "none" turns namespaces off; "required" refuses to start without them; else "auto".
@@ -231,9 +231,12 @@ class Sandbox:
         # A symlink here would have the run's root mounted wherever it points.
         private_subdir(Path(self._mountpoint))  # StateError: the emulator does not start
         private_subdir(self._skeleton_dir)
-        for workspace in (False, True):
-            _build_skeleton(self._skeleton(workspace), workspace)
-        os.makedirs(self._stage, mode=0o700, exist_ok=True)
+        try:
+            for workspace in (False, True):
+                _build_skeleton(self._skeleton(workspace), workspace)
+            os.makedirs(self._stage, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise StateError(f"cannot build {self._skeleton_dir}: {e.strerror or e}") from None
         self.mode = "uid" if os.geteuid() == 0 else "userns"
         failure = self._trial()
         if failure:
@@ -471,6 +474,8 @@ def _build_skeleton(top: Path, workspace: bool) -> None:
     """A run's root before its mounts: the mountpoints (directories, and empty files for
     the devices), the host's top-level symlinks (bin -> usr/bin, ...) and /dev's. Built
     afresh at each start (the host may have changed); each run gets a copy of it."""
+    if top.is_symlink():
+        top.unlink()
     shutil.rmtree(top, ignore_errors=True)
     top.mkdir(mode=0o755)
     os.chmod(top, 0o755)  # whatever the umask: the run's uid must get through its /
