@@ -404,3 +404,23 @@ def test_a_failing_write_is_logged_and_the_run_goes_on(monkeypatch):
     finally:
         monkeypatch.undo()
         store.close()
+
+
+def test_a_run_active_at_a_crash_ends_at_the_last_heartbeat_and_bills_no_more(path):
+    now = [1000.0]
+    store = RunStore(config(), path, clock=lambda: now[0])
+    run, _ = store.create("a", SPEC, None, "u")
+    run.started_at, run.status = 1000.0, "running"
+    store.save_state(run)
+    now[0] = 1005.0  # the last heartbeat (the maintainer may write the same)
+    with store.db.write() as con:
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (now[0],))
+    crash(store)
+    now[0] = 1100.0  # restarted long after the crash
+    store = RunStore(config(), path, clock=lambda: now[0])
+    try:
+        again = store.get("a", run.id)
+        assert again.status == "failed" and again.finished_at == 1005.0
+        assert store.usage("a")["run_seconds"] == 5.0
+    finally:
+        store.close()

@@ -41,7 +41,7 @@ RESTARTED = "runner_restarted"
 RESTARTED_MESSAGE = ("the emulator stopped while this run was active (crash or kill); its "
                      "processes were stopped with it")
 STOPPED_MESSAGE = "the emulator was stopped while this run was active; it stopped the run"
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 1.0
 # Usage rows are kept at least this long, or the longest plan period.
 USAGE_KEEP_SECONDS = 24 * 3600
 PURGE_BATCH = 500
@@ -405,20 +405,26 @@ class RunStore:
 
     def _recover(self) -> int:
         """After a crash: runs that were active are finished, `failed` with a reason. Their
-        processes died with the emulator; the time they ended is taken as the last
-        heartbeat (written every HEARTBEAT_SECONDS while runs are active)."""
+        processes died with the emulator, at a moment no one recorded: the end taken is the
+        last moment the emulator is known to have been alive, the later of the last
+        heartbeat (written every HEARTBEAT_SECONDS while runs are active) and the run's last
+        stored output, never later. Run time (billed) ends there too."""
         now = self._clock()
         with self.db.write() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
-            end = min(now, row[0] + HEARTBEAT_SECONDS) if row else now
-            ids = [r[0] for r in con.execute(
+            beat = min(now, row[0]) if row else 0.0
+            ended = con.execute(
                 f"UPDATE runs SET status = 'failed', reason = ?, message = ?, "
-                f"finished_at = max(coalesce(started_at, created_at), ?) "
-                f"WHERE status IN ({_ACTIVE_SQL}) RETURNING id",
-                (RESTARTED, RESTARTED_MESSAGE, end))]
-            con.execute("UPDATE usage_runs SET finished_at = max(coalesce(started_at, "
-                        "created_at), ?) WHERE finished_at IS NULL", (end,))
-        return len(ids)
+                f"finished_at = min(?, max(coalesce(started_at, created_at), ?, "
+                f"coalesce((SELECT max(at) FROM output WHERE output.run = runs.pk), 0))) "
+                f"WHERE status IN ({_ACTIVE_SQL}) RETURNING id, finished_at",
+                (RESTARTED, RESTARTED_MESSAGE, now, beat)).fetchall()
+            con.executemany("UPDATE usage_runs SET finished_at = ? WHERE run_id = ? AND "
+                            "finished_at IS NULL", [(end, run_id) for run_id, end in ended])
+            # Usage rows of runs deleted while active: the heartbeat is all there is.
+            con.execute("UPDATE usage_runs SET finished_at = min(?, max(coalesce(started_at, "
+                        "created_at), ?)) WHERE finished_at IS NULL", (now, beat))
+        return len(ended)
 
     def stopping(self) -> None:
         """The emulator is stopping: active runs that end from now on (killed by the stop)
