@@ -196,3 +196,21 @@ def test_a_database_broken_under_a_running_emulator_is_one_log_line(tmp_path):
     assert errors, lines
     assert all("\n" not in line and "Traceback" not in line for line in lines), errors
     assert any("the state database failed: no such table: output" in e for e in errors)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_time_claims_must_be_json_numbers(tmp_path, claim):
+    import jwt
+
+    from bus_containers.emulator.tokens import ISSUER
+
+    authority = TokenAuthority(tmp_path)
+    now = int(time.time())
+    claims = {"sub": "me", "scope": "container:read", "iat": now, "nbf": now,
+              "exp": now + 60, "iss": ISSUER}
+    good = jwt.encode(claims, authority._secret, algorithm="HS256")
+    assert authority.verify(good).sub == "me"
+    claims[claim] = str(claims[claim])  # a numeric string: PyJWT alone would take it
+    with pytest.raises(ApiError) as e:
+        authority.verify(jwt.encode(claims, authority._secret, algorithm="HS256"))
+    assert e.value.status == 401 and claim in e.value.message

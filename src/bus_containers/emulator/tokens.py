@@ -20,6 +20,13 @@ GUIDANCE = f"Get a new token with: {TOKEN_COMMAND}"
 DEFAULT_MAX_TTL = 24 * 3600
 
 
+def unknown_scopes(scope: str) -> list[str]:
+    """The words of `scope` that are no scope of this API (a token carrying them would
+    grant nothing more, but a typo would go unnoticed)."""
+    known = ALL_SCOPES.split()
+    return [word for word in scope.split() if word not in known]
+
+
 def default_account(state_dir: Path) -> str:
     return read_or_create(ensure_state_dir(state_dir) / "default-account", str(uuid.uuid4()))
 
@@ -88,11 +95,15 @@ class TokenAuthority:
     def _check_lifetime(self, claims: dict) -> None:
         # A stolen token is worth its lifetime: refuse any that lives (or has left to
         # live) longer than the maximum, whatever its iat claims.
-        try:
-            exp = float(claims["exp"])
-            iat = float(claims["iat"]) if claims.get("iat") is not None else None
-        except (TypeError, ValueError, OverflowError):
-            raise _unauthenticated("the token's exp or iat is not a number") from None
+        # JSON numbers only: PyJWT also takes numeric strings ("9999999999"), which no
+        # issuer of ours writes.
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise _unauthenticated(f"the token's {name} is not a number")
+        exp = float(claims["exp"])
+        iat = float(claims["iat"]) if claims.get("iat") is not None else None
         lifetime = max(exp - iat if iat is not None else 0.0, exp - time.time())
         if not lifetime <= self.max_ttl:  # also refuses NaN
             raise _unauthenticated(f"the token lives longer than this emulator's maximum "
