@@ -526,6 +526,7 @@ def test_token_endpoint_issues_a_usable_token(emu):
 
 
 @pytest.mark.parametrize("body", [{"scope": ""}, {"scope": "a  b"}, {"ttl": 0},
+                                  {"scope": "container:read admin"},
                                   {"ttl": "60"}, {"sub": ""}, {"sub": "a\nb"}, [1]])
 def test_token_endpoint_rejects_bad_requests(emu, body):
     r = requests.post(emu.url + "/api/v1/auth/token", json=body, timeout=10,

@@ -229,3 +229,27 @@ def test_a_planted_database_is_one_line_and_exit_2(tmp_path):
     [line] = out.stderr.splitlines()
     assert "a symlink there is refused" in line, line
     assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_an_empty_admin_key_is_not_said_to_sign_tokens(tmp_path):
+    state = good_state(tmp_path)
+    _write(state / "admin-key", b"")
+    out = emulator("serve", "--port", "0", "--state-dir", str(state))
+    assert out.returncode == 2
+    [line] = out.stderr.splitlines()
+    assert "is empty" in line and "signed" not in line, line
+    assert "whoever holds the old key must read the new one" in line
+
+
+@pytest.mark.parametrize("where", ["state dir", "--config"])
+def test_a_config_file_others_may_write_is_refused(tmp_path, where):
+    state = good_state(tmp_path)
+    config = state / "emulator.toml" if where == "state dir" else tmp_path / "other.toml"
+    config.write_text("[emulator]\nmax_wait_seconds = 5\n")
+    config.chmod(0o666)
+    extra = ["--config", str(config)] if where == "--config" else []
+    for command in (["serve", "--port", "0"], ["token", "--sub", "a"]):
+        out = emulator(*command, "--state-dir", str(state), *extra)
+        assert out.returncode == 2 and out.stdout == "", (command, out.stderr)
+        [line] = out.stderr.splitlines()
+        assert f"config file {config} is writable by group or others (mode 666)" in line

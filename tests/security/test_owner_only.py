@@ -202,3 +202,19 @@ def test_token_ttl_above_the_maximum_is_a_usage_error(tmp_path):
     TokenAuthority(state)  # the secret, as `serve` makes it
     out = _emulator_cli("token", "--sub", "a", "--state-dir", str(state))  # default fits
     assert out.returncode == 0, out.stderr
+
+
+def test_token_refuses_unknown_scope_words(tmp_path):
+    state = tmp_path / "state"
+    assert _emulator_cli("token", "--sub", "a", "--state-dir", str(state)).returncode == 2
+    state.mkdir(mode=0o700)
+    (state / "jwt-secret").write_text("s" * 64)
+    (state / "jwt-secret").chmod(0o600)
+    out = _emulator_cli("token", "--sub", "a", "--scope", "container:read admin",
+                        "--state-dir", str(state))
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.splitlines()
+    assert line.startswith("bus-containers-emulator: --scope: unknown scope(s) admin; "), line
+    out = _emulator_cli("token", "--sub", "a", "--scope", "container:read",
+                        "--state-dir", str(state))
+    assert out.returncode == 0, out.stderr

@@ -90,10 +90,14 @@ def _fail(message: str, code: int = 2) -> int:
 def _token(args: argparse.Namespace, state_dir: Path) -> int:
     from .config import ConfigError
     from .statedir import StateError
-    from .tokens import ALL_SCOPES, TokenAuthority, default_account
+    from .tokens import ALL_SCOPES, TokenAuthority, default_account, unknown_scopes
 
     if args.sub is not None and not args.sub.strip():
         return _fail("--sub must not be empty")
+    unknown = unknown_scopes(args.scope) if args.scope is not None else []
+    if unknown:
+        return _fail(f"--scope: unknown scope(s) {' '.join(unknown)}; the scopes are: "
+                     f"{ALL_SCOPES}")
     try:
         config = _load_config(args.config, state_dir)
         max_ttl = config.limits.max_token_ttl_seconds

@@ -34,7 +34,14 @@ from .sandbox import Sandbox
 from .statedir import read_secret
 from .stdin import StdinFeed
 from .store import RESTARTED, RunStore, decode_cursor, encode_cursor
-from .tokens import ALL_SCOPES, GUIDANCE, Claims, TokenAuthority, default_account
+from .tokens import (
+    ALL_SCOPES,
+    GUIDANCE,
+    Claims,
+    TokenAuthority,
+    default_account,
+    unknown_scopes,
+)
 from .usage import usage_document
 from .workspaces import Workspaces
 
@@ -383,6 +390,10 @@ class EmulatorApp:
         if not isinstance(scope, str) or not _SCOPES.match(scope):
             raise invalid("scope must be scopes separated by single spaces, e.g. "
                           f'"{ALL_SCOPES}"')
+        unknown = unknown_scopes(scope)
+        if unknown:
+            raise invalid(f"unknown scope(s) {' '.join(unknown)}; the scopes are: "
+                          f"{ALL_SCOPES}")
         sub = body.get("sub", self.default_sub)
         sub = validate.clean_str(sub, "sub", max_len=256)
         if _CONTROL.search(sub):

@@ -8,6 +8,7 @@ because a typo in a quota silently ignored would make a test pass for the wrong 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,7 @@ def load_config(path: Path | None) -> Config:
         return default_config()
     try:
         with open(path, "rb") as f:
+            _check_config_file(path, os.fstat(f.fileno()))
             data = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
@@ -136,6 +138,16 @@ def load_config(path: Path | None) -> Config:
         return parse_config(data)
     except ConfigError as e:
         raise ConfigError(f"config file {path}: {e}") from None
+
+
+def _check_config_file(path: Path, st: os.stat_result) -> None:
+    """Like the secrets: plans, limits and fault settings must come from you (or root)."""
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"config file {path} belongs to uid {st.st_uid}, not to you "
+                          f"(uid {os.geteuid()}) or root")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"config file {path} is writable by group or others "
+                          f"(mode {st.st_mode & 0o777:o}); run: chmod go-w {path}")
 
 
 def parse_config(data: dict[str, Any]) -> Config:

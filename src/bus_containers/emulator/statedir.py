@@ -138,7 +138,7 @@ def _read_checked(path: Path) -> str:
     text = data.strip()
     if not text:
         raise StateError(f"{path} is empty; restore it, or delete it to have a new one "
-                         "generated (tokens signed with the old one stop working)")
+                         f"generated ({_what_breaks(path)})")
     if not _SECRET_TEXT.fullmatch(text):
         raise StateError(f"{path} is not a secret written by the emulator (binary or "
                          "spaces in it); restore it, or delete it to have a new one generated")
@@ -146,6 +146,12 @@ def _read_checked(path: Path) -> str:
         raise StateError(f"{path} is too short ({len(text)} bytes, at least "
                          f"{MIN_SECRET_BYTES} needed); delete it to have a new one generated")
     return text.decode("ascii")
+
+
+def _what_breaks(path: Path) -> str:
+    if path.name == "jwt-secret":
+        return "tokens signed with the old one stop working"
+    return "whoever holds the old key must read the new one"
 
 
 def _create(path: Path, value: str) -> None:
