@@ -214,3 +214,19 @@ def test_the_root_skeleton_is_copied_read_only_and_names_no_host_path(sandbox):
                   for p in skeleton.rglob("*")) == before
     assert launch(sandbox, ["sh", "-c", "ls -l /dev/fd /var/tmp >/dev/null && ls -a / "
                                         "| grep -cx x"]).stdout == "0\n"
+
+
+def test_where_nested_user_namespaces_cannot_be_turned_off_runs_still_run(tmp_path,
+                                                                         monkeypatch):
+    # Stands in for a kernel that refuses the write (e.g. AppArmor's restriction of
+    # unprivileged user namespaces): the probe falls back, says why, and runs work.
+    monkeypatch.setattr(sandbox_mod, "INIT_SCRIPT", sandbox_mod.INIT_SCRIPT.replace(
+        "/proc/sys/user/max_user_namespaces", "/proc/sys/user/no-such-limit"))
+    box = Sandbox(tmp_path)
+    try:
+        assert box.mode != "none", box.describe()
+        assert box.nested_userns.startswith("the kernel refused to turn them off: ")
+        assert box._devpts  # the strictest setup that works: ptys kept
+        assert launch(box, ["echo", "ran"]).stdout == "ran\n"
+    finally:
+        box.close()

@@ -81,6 +81,9 @@ class EmulatorApp:
         self.sandbox = Sandbox(state_dir, config.limits)
         self.runner = Runner(self._run_finished, self.sandbox)
         self._log(self.sandbox.describe())
+        if self.sandbox.nested_userns:
+            self._log("runs may make user namespaces of their own: "
+                      + self.sandbox.nested_userns)
         self._counter_lock = threading.Lock()
         self._requests = 0
         self._attempts: Counter[str] = Counter()

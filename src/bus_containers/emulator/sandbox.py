@@ -81,11 +81,13 @@ unshare=$BUS_CONTAINERS_SANDBOX_UNSHARE shell=$BUS_CONTAINERS_SANDBOX_SH
 lo_tool=$BUS_CONTAINERS_SANDBOX_LO run_uid=$BUS_CONTAINERS_SANDBOX_UID
 passwd=${BUS_CONTAINERS_SANDBOX_PASSWD-}
 nproc=$BUS_CONTAINERS_SANDBOX_NPROC cwd=$BUS_CONTAINERS_SANDBOX_CWD
+nested=$BUS_CONTAINERS_SANDBOX_NESTED
 unset BUS_CONTAINERS_SANDBOX_INIT BUS_CONTAINERS_SANDBOX_TABLE BUS_CONTAINERS_SANDBOX_ROOT \
   BUS_CONTAINERS_SANDBOX_STAGE BUS_CONTAINERS_SANDBOX_SKELETON BUS_CONTAINERS_SANDBOX_SETPRIV \
   BUS_CONTAINERS_SANDBOX_PRLIMIT BUS_CONTAINERS_SANDBOX_UNSHARE BUS_CONTAINERS_SANDBOX_SH \
   BUS_CONTAINERS_SANDBOX_LO BUS_CONTAINERS_SANDBOX_UID BUS_CONTAINERS_SANDBOX_PASSWD \
-  BUS_CONTAINERS_SANDBOX_NPROC BUS_CONTAINERS_SANDBOX_CWD
+  BUS_CONTAINERS_SANDBOX_NPROC BUS_CONTAINERS_SANDBOX_CWD \
+  BUS_CONTAINERS_SANDBOX_NESTED
 case $lo_tool in
   "") ;;
   */ip) "$lo_tool" link set lo up ;;
@@ -119,13 +121,21 @@ esac
 # No user namespaces inside the run (they would give it mounts of its own): the limit of
 # the run's user namespace is set to 0 while this side still has the capability to, then
 # every capability is dropped. As root the run gets a user namespace of its own for that
-# (its uid mapped to itself, nothing else changes); else it already is in one.
+# (its uid mapped to itself, nothing else changes); else it already is in one. Where the
+# kernel refuses that (e.g. AppArmor's restriction of unprivileged user namespaces), the
+# probe found so and nested=allow skips it.
 no_userns='echo 0 >/proc/sys/user/max_user_namespaces && exec "$@"'
+if [ "$nested" = allow ]; then
+  no_userns='exec "$@"'
+fi
 # The command runs as a child, so this shell (PID 1) reaps orphans, and its exit (with the
 # command's status) makes the kernel kill whatever the run left behind. RLIMIT_NPROC is
 # per run: the run's uid is its own (set at spawn: root, and so this shell, ignores it), or
 # counted in the run's own user namespace (set here: the emulator's user may have more).
-if [ -n "$run_uid" ]; then
+if [ -n "$run_uid" ] && [ "$nested" = allow ]; then
+  "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
+    --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+elif [ -n "$run_uid" ]; then
   "$setpriv" --reuid="$run_uid" --regid="$run_uid" \
     --clear-groups -- "$unshare" --user --map-current-user --keep-caps -- \
     "$shell" -c "$no_userns" sh \
@@ -192,6 +202,8 @@ class Sandbox:
         self.mode = "none"  # "uid" (root, per-run uid), "userns" (user namespace), "none"
         self.reason = ""
         self.cgroups: Cgroups | None = None
+        # Empty, or why runs may make user namespaces of their own (not turned off here).
+        self.nested_userns = ""
         self.cgroup_reason = ""
         self._mountpoint = str(Path(state_dir).absolute() / "sandbox-root")
         # Built once at startup: the runs' root skeletons (copied, never mounted, into a
@@ -238,12 +250,20 @@ class Sandbox:
         except OSError as e:
             raise StateError(f"cannot build {self._skeleton_dir}: {e.strerror or e}") from None
         self.mode = "uid" if os.geteuid() == 0 else "userns"
-        failure = self._trial()
-        if failure:
-            # Some kernels or containers refuse a new devpts instance: runs then have no
-            # ptys, as before (and the rest of the table must still hold).
-            self._devpts = False
+        # Some kernels or containers refuse a new devpts instance (runs then have no ptys,
+        # as before), or to turn nested user namespaces off (then allowed, and logged):
+        # the first combination that starts a run is kept, the strictest first.
+        first = ""
+        for devpts, nested in ((True, False), (True, True), (False, False), (False, True)):
+            self._devpts = devpts
+            self.nested_userns = ("the kernel refused to turn them off: "
+                                  + first.splitlines()[-1][:200]) if nested else ""
             failure = self._trial()
+            first = first or failure
+            if not failure:
+                break
+        else:
+            failure, self.nested_userns = first, ""
         if failure:
             self.mode = "none"
             self.reason = "the kernel refused namespaces: " + failure.splitlines()[-1][:200]
@@ -325,7 +345,8 @@ class Sandbox:
                    BUS_CONTAINERS_SANDBOX_LO="" if profile.network else self._lo_tool,
                    BUS_CONTAINERS_SANDBOX_UID=uid,
                    BUS_CONTAINERS_SANDBOX_NPROC=str(profile.max_processes),
-                   BUS_CONTAINERS_SANDBOX_CWD="/workspace" if spec.workspace_dir else "/tmp")
+                   BUS_CONTAINERS_SANDBOX_CWD="/workspace" if spec.workspace_dir else "/tmp",
+                   BUS_CONTAINERS_SANDBOX_NESTED="allow" if self.nested_userns else "")
         argv += [tool["unshare"], *ns, "--", tool["sh"], "-c",
                  'eval "$BUS_CONTAINERS_SANDBOX_INIT"', "bus-run-init", *spec.command]
         launch.argv = argv
