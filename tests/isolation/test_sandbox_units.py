@@ -230,3 +230,15 @@ def test_where_nested_user_namespaces_cannot_be_turned_off_runs_still_run(tmp_pa
         assert launch(box, ["echo", "ran"]).stdout == "ran\n"
     finally:
         box.close()
+
+
+def test_the_cgroup_tag_differs_in_another_pid_namespace(tmp_path):
+    # A pid is judged alive or dead only in its own namespace: another one's leftovers
+    # (same state dir path and user, e.g. in another container) are never ours to remove.
+    here = cgroups.tag_for(tmp_path)
+    there = subprocess.run(
+        ["unshare", "--pid", "--fork", sys.executable, "-c",
+         "import sys; from bus_containers.emulator import cgroups; "
+         "print(cgroups.tag_for(sys.argv[1]))", str(tmp_path)],
+        capture_output=True, text=True, timeout=30)
+    assert there.stdout.strip() and there.stdout.strip() != here, there.stderr

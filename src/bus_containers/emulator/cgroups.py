@@ -12,9 +12,10 @@ rlimits are the only limits. The layout, in each hierarchy, is
 The emulator's own cgroup (`bus-emulator.*`) limits all runs together (`Totals.memory`,
 `Totals.processes`: a machine is never given away whole, however many runs are allowed),
 and each account's cgroup limits that account's runs together, so one account cannot take
-all of it either. `<tag>` stands for the state dir and the user: a leftover is removed at
-the next start only when it is ours (same tag, owned by our uid) and its emulator is
-really gone (no process with that pid and start time: a reused pid is not the emulator).
+all of it either. `<tag>` stands for the state dir, the user and the PID namespace: a
+leftover is removed at the next start only when it is ours (same tag, owned by our uid)
+and its emulator is really gone (no process with that pid and start time: a reused pid
+is not the emulator).
 """
 
 from __future__ import annotations
@@ -75,8 +76,14 @@ def _process_table_size() -> int:
 
 
 def tag_for(state_dir: Path) -> str:
-    """Names this emulator's state dir and user in its cgroups' names."""
-    key = f"{os.geteuid()}:{Path(state_dir).absolute()}".encode()
+    """Names this emulator's state dir, user and PID namespace in its cgroups' names: a
+    pid is judged alive or dead only in the namespace it belongs to (an emulator in
+    another container sharing the hierarchy is invisible in our /proc, not dead)."""
+    try:
+        pid_ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        pid_ns = 0
+    key = f"{os.geteuid()}:{pid_ns}:{Path(state_dir).absolute()}".encode()
     return hashlib.sha256(key).hexdigest()[:12]
 
 
