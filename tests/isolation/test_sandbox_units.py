@@ -105,7 +105,7 @@ def test_cgroup_bookkeeping_totals_and_account_cgroups(tmp_path):
     hierarchies = tmp_path / "memory", tmp_path / "pids"
     for hierarchy in hierarchies:
         hierarchy.mkdir()
-    bases = tuple(cgroups._make_base(h, "tag") for h in hierarchies)
+    bases = tuple(cgroups._make_base(h, "tag.mine") for h in hierarchies)
     made = Cgroups(1, bases, TOTALS)
     (bases[0] / "memory.limit_in_bytes").write_text("")  # only files the kernel made
     made._limit(bases[0], TOTALS.memory, TOTALS.processes)
@@ -130,20 +130,20 @@ def test_only_a_dead_emulators_own_leftovers_are_removed(tmp_path):
     live = subprocess.Popen(["sleep", "30"])
     try:
         names = {
-            "dead": f"{cgroups.PREFIX}999999999.1.tag",
-            "reused_pid": f"{cgroups.PREFIX}{live.pid}.1.tag",  # pid alive, not the emulator
-            "alive": f"{cgroups.PREFIX}{live.pid}.{cgroups.start_time(live.pid)}.tag",
-            "other_state_dir": f"{cgroups.PREFIX}999999999.1.other",
+            "dead": f"{cgroups.PREFIX}999999999.1.tag.x",
+            "reused_pid": f"{cgroups.PREFIX}{live.pid}.1.tag.x",  # pid alive, not the emulator
+            "alive": f"{cgroups.PREFIX}{live.pid}.{cgroups.start_time(live.pid)}.tag.x",
+            "other_pid_namespace": f"{cgroups.PREFIX}999999999.1.other.x",
             "old_style": f"{cgroups.PREFIX}999999998",
-            "other_user": f"{cgroups.PREFIX}999999997.1.tag",
+            "other_user": f"{cgroups.PREFIX}999999997.1.tag.x",
         }
         for name in names.values():
             (tmp_path / name / "acct-x" / "run-old").mkdir(parents=True)
         os.chown(tmp_path / names["other_user"], 12345, 12345)
-        base = cgroups._make_base(tmp_path, "tag")
-        assert base.name == f"{cgroups.PREFIX}{me}.{started}.tag"
+        base = cgroups._make_base(tmp_path, "tag.mine")
+        assert base.name == f"{cgroups.PREFIX}{me}.{started}.tag.mine"
         left = {k for k, name in names.items() if (tmp_path / name).exists()}
-        assert left == {"alive", "other_state_dir", "old_style", "other_user"}
+        assert left == {"alive", "other_pid_namespace", "old_style", "other_user"}
     finally:
         live.kill()
         live.wait()
@@ -234,11 +234,11 @@ def test_where_nested_user_namespaces_cannot_be_turned_off_runs_still_run(tmp_pa
 
 def test_the_cgroup_tag_differs_in_another_pid_namespace(tmp_path):
     # A pid is judged alive or dead only in its own namespace: another one's leftovers
-    # (same state dir path and user, e.g. in another container) are never ours to remove.
-    here = cgroups.tag_for(tmp_path)
+    # (e.g. of an emulator in another container) are never ours to remove.
+    here = cgroups.namespace_tag()
     there = subprocess.run(
         ["unshare", "--pid", "--fork", sys.executable, "-c",
          "import sys; from bus_containers.emulator import cgroups; "
-         "print(cgroups.tag_for(sys.argv[1]))", str(tmp_path)],
+         "print(cgroups.namespace_tag())"],
         capture_output=True, text=True, timeout=30)
     assert there.stdout.strip() and there.stdout.strip() != here, there.stderr

@@ -7,13 +7,13 @@ cgroup v2 with the memory and pids controllers (`memory.max`, `pids.max`,
 (`memory.limit_in_bytes`, `pids.max`). Otherwise `probe` says why not, and the sandbox's
 rlimits are the only limits. The layout, in each hierarchy, is
 
-    <our cgroup>/bus-emulator.<pid>.<start time>.<tag>/acct-<account hash>/run-<id>
+    <our cgroup>/bus-emulator.<pid>.<start time>.<tag>.<instance>/acct-<hash>/run-<id>
 
 The emulator's own cgroup (`bus-emulator.*`) limits all runs together (`Totals.memory`,
 `Totals.processes`: a machine is never given away whole, however many runs are allowed),
 and each account's cgroup limits that account's runs together, so one account cannot take
-all of it either. `<tag>` stands for the state dir, the user and the PID namespace: a
-leftover is removed at the next start only when it is ours (same tag, owned by our uid)
+all of it either. `<tag>` names the PID namespace: a leftover is removed at the next
+start of any emulator of the same user only when its pid is in our namespace (same tag)
 and its emulator is really gone (no process with that pid and start time: a reused pid
 is not the emulator).
 """
@@ -75,16 +75,14 @@ def _process_table_size() -> int:
     return min(sizes) if sizes else 32768
 
 
-def tag_for(state_dir: Path) -> str:
-    """Names this emulator's state dir, user and PID namespace in its cgroups' names: a
-    pid is judged alive or dead only in the namespace it belongs to (an emulator in
-    another container sharing the hierarchy is invisible in our /proc, not dead)."""
+def namespace_tag() -> str:
+    """Our PID namespace, in our cgroups' names: a pid is judged alive or dead only in the
+    namespace it belongs to (an emulator in another container sharing the hierarchy is
+    invisible in our /proc, not dead)."""
     try:
-        pid_ns = os.stat("/proc/self/ns/pid").st_ino
+        return f"ns{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
-        pid_ns = 0
-    key = f"{os.geteuid()}:{pid_ns}:{Path(state_dir).absolute()}".encode()
-    return hashlib.sha256(key).hexdigest()[:12]
+        return "ns0"
 
 
 def start_time(pid: int) -> str | None:
@@ -233,17 +231,21 @@ def _remove_runs(paths: list[Path]) -> None:
 
 
 def clean_stale(parent: Path, tag: str) -> None:
-    """Kill and remove what a previous emulator of this state dir and user, now dead, left
-    below `parent`. Anything else is left alone: another user's, another state dir's, one
+    """Kill and remove what a previous emulator of this user, now dead, left below
+    `parent` (whatever its state dir: one killed by SIGKILL never removes its own). Anything
+    else is left alone: another user's, one whose pid lives in another PID namespace, one
     whose emulator lives (whatever its cgroup holds), and old-style names that say none of
     this."""
+    namespace = tag.partition(".")[0]
     for base in parent.glob(PREFIX + "*"):
-        pid, _, rest = base.name[len(PREFIX):].partition(".")
-        started, _, their_tag = rest.partition(".")
-        if not pid.isdigit() or their_tag != tag or int(pid) == os.getpid():
+        parts = base.name[len(PREFIX):].split(".")
+        if len(parts) != 4 or not parts[0].isdigit() or parts[2] != namespace:
             continue
+        pid, started = int(parts[0]), parts[1]
+        if pid == os.getpid():
+            continue  # another emulator of this process (tests): alive
         with contextlib.suppress(OSError):
-            if base.stat().st_uid != os.geteuid() or start_time(int(pid)) == started:
+            if base.stat().st_uid != os.geteuid() or start_time(pid) == started:
                 continue  # not ours, or its emulator is alive
             for account in sorted(base.glob(ACCOUNT_PREFIX + "*")):
                 remove(sorted(account.glob("run-*")))

@@ -196,7 +196,8 @@ class Sandbox:
         self._totals = cgroups.default_totals(
             limits.total_memory_bytes, limits.total_processes, limits.account_memory_bytes,
             limits.account_processes)
-        self._tag = cgroups.tag_for(state_dir)
+        # Our PID namespace (whose dead emulators' cgroups we may judge) and this instance.
+        self._tag = f"{cgroups.namespace_tag()}.{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._uids: set[int] = set()
         self.mode = "none"  # "uid" (root, per-run uid), "userns" (user namespace), "none"
