@@ -371,7 +371,9 @@ def _start_fix(origin: str, host: str, port: int) -> str:
     except ValueError:
         loopback = False
     if loopback:
-        return (f"Start the local emulator: bus-containers-emulator serve --port {port}  "
+        from .render import emulator_serve_command
+
+        return (f"Start the local emulator: {emulator_serve_command(origin)}  "
                 f"(or set $BUS_AI_API_URL to the API's origin)")
     return f"Check that {origin} is the API's origin and that it is up."
 

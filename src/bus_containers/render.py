@@ -162,10 +162,23 @@ def hint_for(error, invocation: Invocation) -> str | None:
         from .settings import is_loopback_origin
 
         if isinstance(error, e.ConnectionFailed) and is_loopback_origin(origin):
-            hint += ("\nFor the local emulator, start it with: bus-containers-emulator serve"
-                     "  (it listens on http://127.0.0.1:8080 by default)")
+            hint += f"\nFor the local emulator, start it with: {emulator_serve_command(origin)}"
         return hint
     return None
+
+
+def emulator_serve_command(origin: str) -> str:
+    """The command that starts the local emulator where `origin` points (its port; the
+    emulator's default is 8080)."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(origin).port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 443 if origin.startswith("https:") else 80
+    return "bus-containers-emulator serve" + ("" if port == 8080 else f" --port {port}")
 
 
 def _token_source(error, invocation: Invocation) -> str | None:
@@ -367,6 +380,8 @@ class Output:
                 seconds = _run_seconds(run)
                 return duration(seconds) + (f" ({seconds:g} run-seconds)"
                                             if duration(seconds) != "-" else "")
+            if key in known and run.get(key) is None:
+                return "-"  # as in the runs table: no exit code yet, not started, ...
             return _value_text(run.get(key))
 
         lines = [f"{labels[k]}:".ljust(width) + text(k) for k in (*known, *extra)]

@@ -194,6 +194,11 @@ def test_refused_loopback_is_retried_once_and_suggests_starting_the_emulator():
             client.status()
     assert info.value.refused and len(pauses) == 1 and pauses[0] < 1
     text = render.error_text(info.value, Invocation(prog="bus-containers", standalone=True))
-    assert "bus-containers-emulator serve" in text
+    # the port the origin names, or the hint starts an emulator where nothing will look
+    port = origin.rsplit(":", 1)[1]
+    assert f"start it with: bus-containers-emulator serve --port {port}\n" in text + "\n"
+    default = errors.ConnectionFailed("cannot reach", origin="http://127.0.0.1:8080")
+    assert "start it with: bus-containers-emulator serve\n" in \
+        render.error_text(default, Invocation()) + "\n"
     remote = errors.ConnectionFailed("cannot reach", origin="https://api.example.test")
     assert "emulator" not in render.error_text(remote, Invocation())

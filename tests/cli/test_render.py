@@ -113,6 +113,17 @@ def test_run_detail_shows_unknown_fields_and_output():
     assert "--- stderr ---" not in text
 
 
+def test_run_detail_shows_a_dash_for_what_a_run_does_not_have():
+    """A cancelled or timed-out run has no exit code: `show` says "-", as the runs table
+    does, not the JSON word null (a newcomer's finding)."""
+    output, out, _ = make()
+    output.run_detail(run_obj("r1", status="timed_out", exit_code=None, finished_at=None))
+    text = out.getvalue()
+    assert re.search(r"\nExit code: +-\n", text)
+    assert re.search(r"\nFinished at: +-\n", text)
+    assert "null" not in text
+
+
 def test_run_output_writes_bytes_unchanged(requests_mock):
     """A run finished within the create call: its text becomes bytes (surrogateescape)
     and reaches our streams unchanged, no newline or escape translated."""
