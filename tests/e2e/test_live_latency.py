@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.support.cli import BIN, clean_env, run_cli
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +24,7 @@ max_wait_seconds = 30
 """
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emu-live"), config=CONFIG)
-    yield emulator
-    emulator.stop()
+emu = module_emulator("emu-live", CONFIG)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import BIN, clean_env, run_cli
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 from tests.support.gitrepo import dirty_repo, git
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.e2e
 RUN_SCRIPT = "cat edited.txt; ls; echo new > made.txt; rm gone.txt"
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emu"),
-                              config="[plans.small]\nworkspace_bytes = 4000\n")
-    yield emulator
-    emulator.stop()
+emu = module_emulator("emu", "[plans.small]\nworkspace_bytes = 4000\n")
 
 
 @pytest.fixture

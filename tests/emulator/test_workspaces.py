@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.emulator.helpers import Api, assert_error, output_of
-from tests.support.emulator import start_emulator
+from tests.support.emulator import module_emulator
 
 CONFIG = """
 [plans.small]
@@ -25,11 +25,7 @@ storage_bytes = 20000
 """
 
 
-@pytest.fixture(scope="module")
-def emu(tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("emu"), config=CONFIG)
-    yield emulator
-    emulator.stop()
+emu = module_emulator("emu", CONFIG)
 
 
 def make_tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
