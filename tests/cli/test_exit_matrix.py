@@ -37,6 +37,8 @@ ANSWERS = {
                                                       url="https://pay.example")}, 5),
     "429-quota": ({"status_code": 429, "json": error_body("quota_exhausted", "used")}, 5),
     "429-rate": ({"status_code": 429, "json": error_body("rate_limited", "slow")}, 5),
+    # over the plan's workspace or stdin size (CONTRACT 9)
+    "413-too-large": ({"status_code": 413, "json": error_body("too_large", "over 1 MiB")}, 5),
     "404": ({"status_code": 404, "json": error_body("not_found", "gone")}, None),
     "timeout": (None, 124),
 }

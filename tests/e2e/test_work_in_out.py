@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -251,11 +252,22 @@ def test_ctrl_c_while_sending_stdin_detaches(user):
                              "head -c 6; echo; cat > /dev/null; echo eof-seen"],
                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    proc.stdin.write(b"hello\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline() == b"hello\n"  # streamed while stdin is still open
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        proc.stdin.write(b"hello\n")
+        proc.stdin.flush()
+        # a CLI that never echoes must fail the test, not hang it
+        watchdog = threading.Timer(60, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout.readline() == b"hello\n"  # streamed while stdin is open
+        finally:
+            watchdog.cancel()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     text = err.decode()
     run_id = re.search(r"Detached from run (run_[0-9a-f]+)", text).group(1)
