@@ -64,10 +64,6 @@ class LongRequests:
 
         return release
 
-    def held(self, account: str) -> int:
-        with self._lock:
-            return self._held[account]
-
 
 class ReleasedAfter:
     """`body`, streamed; the slot is freed when the server closes it (the stream ended,

@@ -127,10 +127,6 @@ class Run:
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    @property
-    def profile(self) -> str:
-        return self.spec.profile
-
     # -- writing (the runner) -------------------------------------------------------
     def add_output(self, stream: str, data: bytes, now: float | None = None) -> None:
         """Keep `data` up to the cap; past it, drop the bytes and flag the truncation."""

@@ -319,6 +319,7 @@ class Handle:
         self.thread.join(10)
         self.server.server_close()
         self.app.shutdown()
+        atexit.unregister(self.app.shutdown)  # else every stopped test app stays referenced
 
     def __enter__(self) -> Handle:
         return self

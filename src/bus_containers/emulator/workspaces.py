@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .. import tarsafe
 from .errors import ApiError, invalid, not_found
@@ -279,12 +280,10 @@ class Workspaces:
                 self._write_trees(run_dir, git_dir)
             base = (run_dir / "base").read_text()
             final = (run_dir / "final").read_text()
-        proc = subprocess.Popen(
+        return _stream_process(
             ["git", "diff-tree", "-r", "-p", "--binary", "--full-index", "-M", "--no-color",
              "--no-ext-diff", "--no-textconv", base, final], env=_git_env(git_dir),
-            cwd=str(git_dir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL)
-        return _stream_process(proc)
+            cwd=str(git_dir))
 
     def _write_trees(self, run_dir: Path, git_dir: Path) -> None:
         """The base and final git trees of a finished run, once: the sent tree (from the
@@ -341,7 +340,11 @@ def resolve_inside(tree: Path, path: str) -> tuple[Path, str]:
     return current, parts[-1] if parts else "."
 
 
-def _stream_process(proc: subprocess.Popen) -> Iterator[bytes]:
+def _stream_process(argv: list[str], **popen: Any) -> Iterator[bytes]:
+    # Started inside the generator: an answer never iterated (a HEAD, a client gone before
+    # the first chunk) is closed unstarted, and then no `finally` would reap the process.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, **popen)
     try:
         while True:
             chunk = proc.stdout.read1(CHUNK)
