@@ -22,15 +22,16 @@ from urllib.parse import urlsplit
 from . import errors as e
 from .commands import COMMANDS
 from .errors import ExitCode
-from .render import Invocation, token_hint
+from .render import Invocation, emulator_serve_command, token_hint
 from .settings import (
     API_URL_ENV_VARS,
+    is_loopback_origin,
     resolve_api_url_and_source,
     resolve_config_dir_and_source,
     resolve_token,
 )
 from .times import ago, duration
-from .token import EXPIRY_LEEWAY_SECONDS, read_claims, token_scopes
+from .token import EXPIRY_LEEWAY_SECONDS, SCOPE_BILLING, read_claims, token_scopes
 
 PROBE_TIMEOUT = 5.0  # each of DNS, TCP, TLS, status and usage, at most; inside --timeout
 
@@ -219,7 +220,7 @@ def _network(found: _Found, invocation: Invocation, deadline: float,
     except OSError as exc:
         if "tcp" not in ms:
             return fail(f"cannot connect to {host}:{port}: {_reason(exc)}",
-                        _start_fix(found.origin, host, port))
+                        _start_fix(found.origin))
         return fail(f"TLS with {host}:{port} failed: {_reason(exc)}",
                     f"Check the certificate of {host}; a private CA goes in "
                     "$REQUESTS_CA_BUNDLE (a PEM file).")
@@ -259,7 +260,7 @@ def _runner(found: _Found) -> Check:
 
 
 def _billing(found: _Found, invocation: Invocation) -> Check:
-    scope = "billing:read"
+    scope = SCOPE_BILLING
     if found.status is None:
         return Check("billing", "billing and quota", "skip", "no status answer")
     if found.scopes is not None and scope not in found.scopes:
@@ -363,16 +364,8 @@ def _origin_fix(message: str) -> str:
     return f"Give only the origin, e.g. https://host (in --api-url, {names})."
 
 
-def _start_fix(origin: str, host: str, port: int) -> str:
-    try:
-        import ipaddress
-
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
-        from .render import emulator_serve_command
-
+def _start_fix(origin: str) -> str:
+    if is_loopback_origin(origin):
         return (f"Start the local emulator: {emulator_serve_command(origin)}  "
                 f"(or set $BUS_AI_API_URL to the API's origin)")
     return f"Check that {origin} is the API's origin and that it is up."

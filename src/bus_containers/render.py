@@ -77,7 +77,6 @@ class Invocation:
     token_source: str | None = None  # `$BUS_AI_TOKEN`, a file's path: named in token errors
 
 
-TOKEN_ENV_HELP = "$BUS_AI_TOKEN"
 API_URL_ENV_HELP = "--api-url, $BUS_AI_API_URL or $BUS_API_BASE_URL"
 
 

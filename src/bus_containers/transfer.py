@@ -132,7 +132,6 @@ class TransferCalls:
         from .token import SCOPE_BILLING
 
         try:
-            self._check_token(SCOPE_BILLING)
             data = self._call("GET", "/usage", scope=SCOPE_BILLING, deadline=deadline,
                               shape=lambda data, url, status: data).data
         except e.ContainersError:
@@ -194,23 +193,21 @@ class TransferCalls:
                     raise self._timeout_error(url)
                 yield chunk
 
+        def fetch() -> Iterator[bytes]:
+            return self._request("GET", f"/runs/{run_id}/workspace/archive",
+                                 scope=SCOPE_READ, deadline=deadline, read=read,
+                                 params={"path": path}, headers={"Accept": TAR}, retry=False)
+
         started = False
         with _about(run_id):
             try:
-                for chunk in self._request("GET", f"/runs/{run_id}/workspace/archive",
-                                           scope=SCOPE_READ, deadline=deadline, read=read,
-                                           params={"path": path},
-                                           headers={"Accept": TAR}, retry=False):
+                for chunk in fetch():
                     started = True
                     yield chunk
             except e.ConnectionFailed:
                 if started:
                     raise
-                # Nothing came yet: one more go, as any GET would get.
-                yield from self._request("GET", f"/runs/{run_id}/workspace/archive",
-                                         scope=SCOPE_READ, deadline=deadline, read=read,
-                                         params={"path": path}, headers={"Accept": TAR},
-                                         retry=False)
+                yield from fetch()  # nothing came yet: one more go, as any GET would get
 
     def download(self, run_id: str, path: str, dest: str | os.PathLike) -> list[str]:
         """Copy `path` from the finished run's /workspace to `dest` (as `cp -r` does: a

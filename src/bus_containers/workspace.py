@@ -62,15 +62,6 @@ class Tree:
                        key=lambda x: (-x.size, x.path))
         return [(x.path, x.size) for x in files[:n]]
 
-    def info(self) -> dict:
-        """What the create call says of the tree (`workspace_info`)."""
-        info: dict = {}
-        if self.base_commit:
-            info["base_commit"] = self.base_commit
-        if self.dirty is not None:
-            info["dirty"] = self.dirty
-        return info
-
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
