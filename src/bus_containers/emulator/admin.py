@@ -85,10 +85,7 @@ class Admin:
         self.credential.require(request, "each admin endpoint")
 
     def _body(self, request: Request) -> dict:
-        data = validate.read_json(request, self.config.limits.max_body_bytes)
-        if not isinstance(data, dict):
-            raise invalid("the request body must be a JSON object")
-        return data
+        return validate.read_json_object(request, self.config.limits.max_body_bytes)
 
     # -- handlers ---------------------------------------------------------------------
     def get_faults(self, request: Request) -> Response:

@@ -385,10 +385,8 @@ class EmulatorApp:
 
     def issue_token(self, request: Request) -> Response:
         self.credential.require(request, "issuing tokens")
-        body = validate.read_json(request, self.config.limits.max_body_bytes,
-                                  allow_empty=True)
-        if not isinstance(body, dict):
-            raise invalid("the request body must be a JSON object")
+        body = validate.read_json_object(request, self.config.limits.max_body_bytes,
+                                         allow_empty=True)
         scope = body.get("scope", ALL_SCOPES)
         if not isinstance(scope, str) or not _SCOPES.match(scope):
             raise invalid("scope must be scopes separated by single spaces, e.g. "

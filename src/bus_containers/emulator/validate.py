@@ -49,6 +49,14 @@ def read_json(request: Request, limit: int, *, allow_empty: bool = False) -> Any
         raise invalid("the request body is not valid JSON (UTF-8)") from None
 
 
+def read_json_object(request: Request, limit: int, *, allow_empty: bool = False) -> dict:
+    """`read_json` for the calls whose body must be one JSON object."""
+    data = read_json(request, limit, allow_empty=allow_empty)
+    if not isinstance(data, dict):
+        raise invalid("the request body must be a JSON object")
+    return data
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the request body is over {limit} bytes",
                     headers={"Connection": "close"})
